@@ -1,0 +1,68 @@
+"""The `fgalign` command: one subcommand per stage, each parsed into that stage's config dataclass.
+
+Stages are imported lazily so that `fgalign label` does not pay for importing the PPO trainer.
+Bad input (InputError) prints one clear line and exits with code 2.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module, config class, run function, one-line help)
+COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "sft": ("fgalign.train.sft", "SFTConfig", "run", "supervised fine-tuning on the task's demonstrations"),
+    "sample": ("fgalign.data.sample", "SampleConfig", "run", "sample two responses per prompt; the judge picks"),
+    "edit": ("fgalign.editors.stage", "EditConfig", "run", "minimally edit each rejected response"),
+    "label": ("fgalign.labels.stage", "LabelConfig", "run", "token labels from the edits (for inspection)"),
+    "train-rm": ("fgalign.train.reward", "RewardConfig", "run", "train a token- or sequence-level reward model"),
+    "eval-rm": ("fgalign.eval.rm_eval", "EvalRMConfig", "run", "pair accuracy, token AUCs, per-label means"),
+    "ppo": ("fgalign.rl.trainer", "PPOConfig", "run", "PPO with a (B, T) reward: token, token-shaped, sequence"),
+    "eval": ("fgalign.eval.winrate", "EvalConfig", "run", "win rate of a policy against a reference"),
+    "show": ("fgalign.report.heatmap", "ShowConfig", "run", "token-reward heatmap of a response (HTML/PNG)"),
+    "pipeline": ("fgalign.pipeline", "PipelineConfig", "run", "every stage, every method, and a report"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: fgalign COMMAND [OPTIONS]   (fgalign COMMAND --help for its options)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {spec[3]}" for name, spec in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from fgalign import __version__
+
+        print(f"fgalign {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"fgalign: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
+        return 2
+    import tyro
+
+    from fgalign.errors import InputError
+
+    module_name, config_name, run_name, help_text = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    config_cls, run = getattr(module, config_name), getattr(module, run_name)
+    cfg = tyro.cli(config_cls, args=rest, prog=f"fgalign {name}", description=help_text)
+    try:
+        run(cfg)
+    except InputError as e:
+        print(f"fgalign {name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fgalign {name}: interrupted; outputs are written atomically, nothing half-written was kept",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Editors: who makes the minimal edits (task oracle, OpenAI-compatible LLM, local HF model)."""

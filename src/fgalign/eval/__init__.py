@@ -1,0 +1,1 @@
+"""Evaluation: judges, win rate, reward-model accuracy."""

@@ -1,0 +1,1 @@
+"""Token labels from minimal edits: alignment and character-offset projection."""

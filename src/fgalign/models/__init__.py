@@ -1,0 +1,1 @@
+"""Reward models (token-level and sequence-level), value model, loading/saving."""

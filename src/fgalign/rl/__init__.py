@@ -1,0 +1,1 @@
+"""PPO: rollouts, the (B, T) reward tensor, losses and GAE, the trainer."""

@@ -1,0 +1,1 @@
+"""Training stages: SFT and reward models (HF Trainer)."""
