@@ -10,14 +10,16 @@ class InputError(Exception):
     """
 
     def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
-                 field: str | None = None):
+                 field: str | None = None, row: int | None = None):
         where = []
         if path is not None:
             where.append(str(path))
         if line is not None:
             where.append(f"line {line}")
+        if row is not None:
+            where.append(f"row {row}")
         if field is not None:
             where.append(f"field '{field}'")
-        self.path, self.line, self.field = path, line, field
+        self.path, self.line, self.row, self.field = path, line, row, field
         self.reason = message
         super().__init__(f"{': '.join([', '.join(where), message]) if where else message}")

@@ -15,7 +15,7 @@ from fgalign.errors import InputError
 from fgalign.runinfo import atomic_path
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+def _iter_jsonl(path: Path) -> Iterator[tuple[dict, Any]]:
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             try:
@@ -26,12 +26,12 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
             if not text.strip():
                 continue
             try:
-                yield lineno, json.loads(text)
+                yield {"line": lineno}, json.loads(text)
             except json.JSONDecodeError as e:
                 raise InputError(f"invalid JSON: {e.msg} (column {e.colno})", path=str(path), line=lineno) from None
 
 
-def _iter_json(path: Path) -> Iterator[tuple[int, Any]]:
+def _iter_json(path: Path) -> Iterator[tuple[dict, Any]]:
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as e:
@@ -43,10 +43,10 @@ def _iter_json(path: Path) -> Iterator[tuple[int, Any]]:
     if not isinstance(data, list):
         raise InputError("expected a JSON array of records (or {\"data\": [...]})", path=str(path))
     for i, obj in enumerate(data):
-        yield i, obj  # reported as "row i" through the line slot
+        yield {"row": i}, obj
 
 
-def _iter_table(path: Path) -> Iterator[tuple[int, Any]]:
+def _iter_table(path: Path) -> Iterator[tuple[dict, Any]]:
     if path.is_dir():
         import datasets
 
@@ -67,11 +67,11 @@ def _iter_table(path: Path) -> Iterator[tuple[int, Any]]:
         except Exception as e:  # noqa: BLE001
             raise InputError(f"cannot read as parquet: {e}", path=str(path)) from None
     for i, row in enumerate(rows):
-        yield i, row
+        yield {"row": i}, row
 
 
-def iter_raw(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
-    """Yield (line-or-row, parsed object) from any supported file format."""
+def iter_raw(path: str | os.PathLike) -> Iterator[tuple[dict, Any]]:
+    """Yield ({"line": n} or {"row": i}, parsed object) from any supported file format."""
     path = Path(path)
     if not path.exists():
         raise InputError("no such file or directory", path=str(path))
@@ -95,7 +95,7 @@ def read_records(path: str | os.PathLike, *, require_edited: bool = False,
     stats = stats if stats is not None else ReadStats()
     out = []
     for loc, obj in iter_raw(path):
-        rec = validate_record(obj, path=str(path), line=loc)
+        rec = validate_record(obj, path=str(path), **loc)
         stats.read += 1
         if require_edited:
             if rec.edited is None:

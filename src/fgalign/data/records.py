@@ -71,9 +71,10 @@ def _check_text(value: Any, name: str, where: dict) -> Text:
                      field=name, **where)
 
 
-def validate_record(obj: Any, *, path: str | None = None, line: int | None = None) -> PreferenceRecord:
+def validate_record(obj: Any, *, path: str | None = None, line: int | None = None,
+                    row: int | None = None) -> PreferenceRecord:
     """Turn one parsed JSON object into a PreferenceRecord, or raise InputError naming what is wrong."""
-    where = {"path": path, "line": line}
+    where = {"path": path, "line": line, "row": row}
     if not isinstance(obj, dict):
         raise InputError(f"expected a JSON object with fields {', '.join(TEXT_FIELDS)}, got {type(obj).__name__}",
                          **where)

@@ -1,0 +1,128 @@
+"""Supervised fine-tuning: a causal LM imitates the task's (noisy) demonstrations, loss on response tokens only.
+
+The SFT model is the starting point of everything after it: the policy that samples preference pairs, the
+reference of PPO's KL penalty, and (by default) the backbone of the reward and value models.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from fgalign.data.tokenize import encode_pair
+from fgalign.errors import InputError
+from fgalign.models.policy import TinyModelConfig, build_tiny_causal_lm, load_causal_lm, load_tokenizer
+from fgalign.runinfo import atomic_path, save_run_config, seed_everything
+from fgalign.tasks import load_task
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning on a task's demonstrations."""
+
+    out: str
+    """Output directory (a Hugging Face model folder with tokenizer and resolved config)."""
+    task: str = "default"
+    """Task: a built-in name ("default", "sentiment") or an import path "package.module:ClassName"."""
+    model: str | None = None
+    """A local Hugging Face causal LM directory to fine-tune; None builds a tiny model from `tiny`."""
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    """Shape of the tiny model built when `model` is None."""
+    n_examples: int = 20000
+    """Demonstrations drawn from the task's noisy demonstrator."""
+    epochs: float = 2.0
+    """Passes over the demonstrations."""
+    batch_size: int = 64
+    """Sequences per optimizer step."""
+    lr: float = 2e-3
+    """Peak learning rate (cosine decay, short warm-up); tiny from-scratch models want a large one."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    seed: int = 0
+    """Seed for data, initialisation and training."""
+    device: str = "auto"
+    """"auto" (CUDA when available), "cpu" or "cuda"."""
+    bf16: bool = False
+    """Train in bf16 mixed precision (faster on recent CPUs and GPUs)."""
+    trust_remote_code: bool = False
+    """Allow custom code from the model directory (off unless you trust it)."""
+
+
+class _Collator:
+    """Left-aligned batches of prompt+response with labels −100 on prompt and padding."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, batch: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(b["input_ids"]) for b in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, b in enumerate(batch):
+            n, n_prompt = len(b["input_ids"]), b["n_prompt"]
+            ids[i, :n] = torch.tensor(b["input_ids"])
+            attention[i, :n] = 1
+            labels[i, n_prompt:n] = ids[i, n_prompt:n]  # learn the response (and its EOS) only
+        return {"input_ids": ids, "attention_mask": attention, "labels": labels}
+
+
+def tokenize_examples(tokenizer, examples: list[tuple[str, str]], max_len: int) -> list[dict]:
+    rows = []
+    for prompt, response in examples:
+        p, r = encode_pair(tokenizer, prompt, response)
+        rows.append({"input_ids": (p + r)[:max_len], "n_prompt": len(p)})
+    return rows
+
+
+def run(cfg: SFTConfig) -> dict:
+    from transformers import Trainer, TrainingArguments
+
+    from fgalign.models.policy import resolve_device
+
+    seed_everything(cfg.seed)
+    task = load_task(cfg.task)
+    out = Path(cfg.out)
+    started = time.time()
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        if cfg.model:
+            tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
+            model = load_causal_lm(cfg.model, trust_remote_code=cfg.trust_remote_code)
+            model.resize_token_embeddings(len(tokenizer))
+            max_len = getattr(model.config, "max_position_embeddings", None) or 1024
+        else:
+            if not callable(getattr(task, "tokenizer", None)):
+                raise InputError(f"task '{cfg.task}' has no tokenizer(); pass --model with a tokenizer",
+                                 field="--model")
+            tokenizer = load_tokenizer(task.tokenizer(tmp / "_tokenizer"))
+            model = build_tiny_causal_lm(cfg.tiny, tokenizer)
+            max_len = cfg.tiny.max_len
+        rows = tokenize_examples(tokenizer, task.sft_examples(cfg.n_examples, cfg.seed), max_len)
+        device = resolve_device(cfg.device)
+        args = TrainingArguments(
+            output_dir=str(tmp / "_trainer"), per_device_train_batch_size=cfg.batch_size,
+            num_train_epochs=cfg.epochs, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
+            lr_scheduler_type="cosine", warmup_steps=0.03, logging_steps=50, save_strategy="no",
+            report_to=[], seed=cfg.seed, data_seed=cfg.seed, bf16=cfg.bf16, use_cpu=device.type == "cpu",
+            dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False)
+        trainer = Trainer(model=model, args=args, train_dataset=rows,
+                          data_collator=_Collator(tokenizer.pad_token_id))
+        result = trainer.train()
+        model = trainer.model
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        for scratch in ("_trainer", "_tokenizer"):
+            import shutil
+
+            shutil.rmtree(tmp / scratch, ignore_errors=True)
+        summary = {"train_loss": result.training_loss, "examples": len(rows),
+                   "params": sum(p.numel() for p in model.parameters()), "seconds": time.time() - started}
+        save_run_config(tmp, cfg, "sft", extra={"summary": summary})
+    print(f"sft: {summary['examples']} examples, {summary['params'] / 1e6:.2f}M params, "
+          f"loss {summary['train_loss']:.3f}, {summary['seconds']:.0f}s -> {out}")
+    return summary
