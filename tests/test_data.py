@@ -16,7 +16,7 @@ def write_lines(path, lines):
 
 
 @pytest.mark.parametrize("bad, field, expected", [
-    ({**GOOD, "chosen": ""}, "chosen", "non-empty string"),
+    ({**GOOD, "prompt": " "}, "prompt", "non-empty string"),
     ({"prompt": "p", "rejected": "r"}, "chosen", "missing required field"),
     ({**GOOD, "rejected": 3}, "rejected", "expected a string"),
     ({**GOOD, "edited": ["x"]}, "edited", "message 0"),
@@ -37,6 +37,11 @@ def test_invalid_json_and_bad_utf8(tmp_path):
     path = write_lines(tmp_path / "e.jsonl", [json.dumps(GOOD), b'{"prompt": "\xff\xfe"}'])
     with pytest.raises(InputError, match=r"line 2: is not valid UTF-8"):
         read_records(path)
+
+
+def test_empty_response_is_a_valid_sample(tmp_path):
+    path = write_lines(tmp_path / "d.jsonl", [json.dumps({**GOOD, "rejected": ""})])
+    assert read_records(path)[0].rejected == ""
 
 
 def test_noop_edits_skipped_and_counted(tmp_path):

@@ -56,7 +56,8 @@ class ReadStats:
 
 def _check_text(value: Any, name: str, where: dict) -> Text:
     if isinstance(value, str):
-        if not value.strip():
+        # An empty *response* is a real sample (a policy that stops at once); an empty prompt is a broken record.
+        if name == "prompt" and not value.strip():
             raise InputError("expected a non-empty string, got an empty one", field=name, **where)
         return value
     if isinstance(value, list):
