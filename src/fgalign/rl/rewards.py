@@ -1,0 +1,94 @@
+"""The (B, T) reward tensor PPO learns from: the reward model's part, then minus β · KL.
+
+Every method is one choice of `rm_rewards`; everything downstream (GAE, losses) is shared, so methods
+differ only where they should (DESIGN §1.5).
+  token           rm[b, t] = r_t, the token RM's reward at t (optionally scaled)
+  token-shaped    rm[b, t] = S_t − S_{t−1} from the RM's prefix scores (S_{−1} = 0): sums to S_last
+  token+sequence  α · r_t plus the sequence score at last_index
+  sequence        zeros except the sequence score at last_index (the standard PPO baseline)
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+REWARD_MODES = ("token", "token-shaped", "token+sequence", "sequence")
+REWARD_SCALES = ("raw", "mean", "whiten", "total-std")
+
+
+def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
+    """(x − mean) / std over the masked entries, 0 elsewhere (mean kept when `shift_mean` is False)."""
+    n = mask.sum().clamp_min(1)
+    mean = torch.where(mask, x, 0.0).sum() / n
+    var = torch.where(mask, (x - mean) ** 2, 0.0).sum() / n
+    white = (x - mean) * torch.rsqrt(var + eps)
+    if not shift_mean:
+        white = white + mean
+    return torch.where(mask, white, 0.0)
+
+
+def at_last_index(scores: Tensor, last_index: Tensor, T: int) -> Tensor:
+    """A (B, T) tensor that is zero except `scores[b]` at `last_index[b]`."""
+    out = torch.zeros(scores.shape[0], T, dtype=scores.dtype, device=scores.device)  # (B, T)
+    return out.scatter(1, last_index[:, None], scores[:, None])
+
+
+def shaped_rewards(prefix_scores: Tensor, response_mask: Tensor) -> Tensor:
+    """Potential-based shaping: S_t − S_{t−1} with S_{−1} = 0, so each row sums to S_last.  # (B, T)"""
+    S = torch.where(response_mask, prefix_scores, 0.0)  # (B, T)
+    previous = torch.nn.functional.pad(S[:, :-1], (1, 0))  # (B, T): S_{t-1}
+    return torch.where(response_mask, S - previous, 0.0)
+
+
+def total_std_scaled(rm: Tensor) -> Tensor:
+    """Divide by the batch std of each response's total reward, without centring (DESIGN §6)."""
+    std = rm.sum(dim=1).std(correction=0)  # scalar: spread of per-response totals
+    return rm / std if std > 1e-6 else rm
+
+
+def rm_rewards(mode: str, token_rewards: Tensor, prefix_scores: Tensor, sequence_score: Tensor,
+               response_mask: Tensor, last_index: Tensor, scale: str = "raw", alpha: float = 1.0) -> Tensor:
+    """The reward model's part of the reward, per response token.  # (B, T)
+
+    `scale`: raw; mean (token rewards / response length, so a mean-of-tokens RM's rows sum to its sequence
+    score); whiten (token rewards whitened over the batch's tokens, sequence scores over the batch);
+    total-std (everything divided by the batch std of per-response totals, no centring).
+    """
+    T = response_mask.shape[1]
+    length = response_mask.sum(dim=1, keepdim=True).clamp_min(1)  # (B, 1)
+    if scale in ("mean", "whiten") and mode == "token-shaped":
+        raise ValueError(f"reward scale '{scale}' would break the telescoping sum of 'token-shaped' rewards; "
+                         "use 'raw' or 'total-std'")
+    if scale == "mean" and mode == "sequence":
+        raise ValueError("reward scale 'mean' divides token rewards by length; 'sequence' has none")
+    dense = torch.where(response_mask, token_rewards, 0.0)  # (B, T)
+    if scale == "mean":
+        dense = dense / length
+    elif scale == "whiten":
+        dense = masked_whiten(dense, response_mask)
+        sequence_score = (sequence_score - sequence_score.mean()) / (sequence_score.std(correction=0) + 1e-8)
+
+    if mode == "token":
+        rm = dense
+    elif mode == "token-shaped":
+        rm = shaped_rewards(prefix_scores, response_mask)
+    elif mode == "token+sequence":
+        rm = alpha * dense + at_last_index(sequence_score, last_index, T)
+    elif mode == "sequence":
+        rm = at_last_index(sequence_score, last_index, T)
+    else:
+        raise ValueError(f"unknown reward mode '{mode}': expected one of {REWARD_MODES}")
+    return total_std_scaled(rm) if scale == "total-std" else rm
+
+
+def truncation_penalty(rm: Tensor, truncated: Tensor, last_index: Tensor, penalty: float) -> Tensor:
+    """Subtract `penalty` at the last token of responses cut at the length limit without EOS.  # (B, T)"""
+    return rm - at_last_index(truncated.to(rm.dtype) * penalty, last_index, rm.shape[1])
+
+
+def compose_rewards(rm: Tensor, kl_t: Tensor, beta: float, response_mask: Tensor,
+                    clip: float | None = None) -> Tensor:
+    """rewards = rm − β · kl_t on response tokens, 0 elsewhere (rm optionally clipped to ±clip).  # (B, T)"""
+    if clip is not None:
+        rm = rm.clamp(-clip, clip)
+    return torch.where(response_mask, rm - beta * kl_t, 0.0)
