@@ -1,0 +1,44 @@
+"""The PPO value model: a causal LM backbone with a scalar head read at every position."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from fgalign.errors import InputError
+
+
+class ValueModel(nn.Module):
+    """V(x, y_<t): the backbone's hidden state at each position through a linear head.  -> (B, L)"""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.config.hidden_size, 1)
+        # Zero head: values start at 0, so the first critic updates do not inject noise into advantages.
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                               use_cache=False).last_hidden_state  # (B, L, H)
+        return self.head(hidden).squeeze(-1).float()  # (B, L)
+
+    @classmethod
+    def from_backbone_dir(cls, path: str | Path, vocab_size: int, dtype: torch.dtype | None = None) -> "ValueModel":
+        """Initialise from the transformer body of a local HF model (policy or reward model), safetensors only.
+
+        The value model reads the policy's token ids, so the backbone must share the policy's vocabulary.
+        """
+        from transformers import AutoModel
+
+        if not (Path(path) / "config.json").exists():
+            raise InputError("no config.json: cannot initialise the value model from here", path=str(path))
+        backbone = AutoModel.from_pretrained(str(path), use_safetensors=True, dtype=dtype)
+        embeddings = backbone.get_input_embeddings().num_embeddings
+        if embeddings < vocab_size:
+            raise InputError(f"the value model's backbone has {embeddings} token embeddings but the policy's "
+                             f"tokenizer has {vocab_size} tokens; initialise it from the policy (--value-init "
+                             "policy) when the reward model uses another tokenizer", path=str(path))
+        return cls(backbone)
