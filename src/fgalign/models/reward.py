@@ -1,0 +1,309 @@
+"""Token-level and sequence-level reward models: any HF backbone plus a scalar head at every position.
+
+Both levels are one Hugging Face `...ForTokenClassification` model with a single output, so a saved RM
+loads with plain `AutoModelForTokenClassification.from_pretrained`. The head's value h_t at position t:
+- token RM: r_t = h_t (for a causal backbone r(x, y_<=t); for an encoder the contextual score of token t);
+  sequence score R(y) = mean of r_t over response tokens; prefix score S_t = running mean of r_1..r_t.
+- sequence RM: score = h at the last response token (for an encoder, which attends both ways, that
+  position acts as a learned pooling of the whole text); prefix score S_t = h_t for a causal backbone.
+
+Sequences are prompt ids + response ids (tokenized separately, `fgalign.data.tokenize`), right-padded,
+with explicit `response_mask` and `last_index`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from fgalign.errors import InputError
+from fgalign.models import projection
+from fgalign.models.reward_losses import gather_last, masked_mean, prefix_means
+
+RM_META_FILE = "fgalign_rm.json"
+HEAD = "token-classification head, 1 output per position"
+
+
+@dataclass
+class RewardModelInfo:
+    """What a saved RM is; written as `fgalign_rm.json` beside the weights."""
+
+    level: str
+    """"token" or "sequence"."""
+    backbone_kind: str
+    """"causal" (sees x, y_<=t at position t) or "encoder" (sees the whole text)."""
+    loss: str
+    """Training loss: mean-bt, edit-bt, token-bce (token RM) or bt (sequence RM)."""
+    anchor: float = 0.0
+    """Zero-anchoring weight used in training (token RM)."""
+    pairs: str = "edit"
+    """Training pairs: "edit" (edited > original) or "preference" (chosen > rejected)."""
+    label_mode: str = "tokens"
+    """How token labels were aligned: "tokens" or "chars"."""
+    backbone: str = ""
+    """Where the backbone came from."""
+    head: str = HEAD
+
+
+@dataclass
+class RewardOutput:
+    """Rewards on the caller's response tokens; T = longest response, right-padded with 0."""
+
+    token_rewards: torch.Tensor
+    """(B, T) r_t, 0 outside the response; sequence RM: 0 except its score at the last response token."""
+    prefix_scores: torch.Tensor
+    """(B, T) S_t, the score of the prefix y_<=t (0 outside the response)."""
+    sequence_score: torch.Tensor
+    """(B,) token RM: mean r_t over its response tokens; sequence RM: the score at the last token."""
+
+
+def detect_backbone_kind(config: Any) -> str:
+    """ "causal" when the saved architecture is a decoder LM (GPT-2, Llama, ...), else "encoder"."""
+    archs = getattr(config, "architectures", None) or []
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs) or getattr(config, "is_decoder", False):
+        return "causal"
+    if config.model_type in ("gpt2", "llama", "mistral", "qwen2", "qwen3", "gpt_neox", "phi3", "gemma", "opt"):
+        return "causal"
+    return "encoder"
+
+
+def load_rm_tokenizer(path: str | Path) -> Any:
+    """The backbone's tokenizer with an EOS (an encoder's [SEP] ends responses) and a pad distinct from it."""
+    from transformers import AutoTokenizer
+
+    from fgalign.data.tokenize import check_tokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path))
+    except Exception as e:  # noqa: BLE001 - a broken user directory
+        raise InputError(f"cannot load a tokenizer: {e}", path=str(path)) from None
+    if tok.eos_token_id is None and tok.sep_token is not None:
+        tok.eos_token = tok.sep_token
+    check_tokenizer(tok)
+    return tok
+
+
+def head_module(model: torch.nn.Module) -> torch.nn.Module:
+    """The scalar head of a ...ForTokenClassification model (its name differs by family)."""
+    for name in ("classifier", "score"):
+        if isinstance(getattr(model, name, None), torch.nn.Linear):
+            return getattr(model, name)
+    raise ValueError(f"cannot find the head of {type(model).__name__}")
+
+
+def pad_batch(prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], pad_id: int,
+              labels: Sequence[Sequence[int]] | None = None) -> dict[str, torch.Tensor]:
+    """Right-padded prompt+response ids with explicit masks.
+
+    Returns input_ids, attention_mask, response_mask, labels (0 outside the response) — all (B, L) —
+    and last_index (B,), the position of each response's last token.
+    """
+    lengths = [len(p) + len(r) for p, r in zip(prompt_ids, response_ids)]
+    B, L = len(lengths), max(lengths)
+    input_ids = torch.full((B, L), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros(B, L, dtype=torch.long)
+    response_mask = torch.zeros(B, L, dtype=torch.long)
+    label_tensor = torch.zeros(B, L, dtype=torch.long)
+    for b, (p, r) in enumerate(zip(prompt_ids, response_ids)):
+        if not r:
+            raise ValueError(f"response {b} is empty: a reward needs at least one response token")
+        input_ids[b, : lengths[b]] = torch.tensor(list(p) + list(r))
+        attention_mask[b, : lengths[b]] = 1
+        response_mask[b, len(p): lengths[b]] = 1
+        if labels is not None:
+            label_tensor[b, len(p): lengths[b]] = torch.tensor(labels[b])
+    last_index = torch.tensor(lengths) - 1
+    return dict(input_ids=input_ids, attention_mask=attention_mask, response_mask=response_mask,
+                labels=label_tensor, last_index=last_index)
+
+
+def head_values(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """h_t at every position: (B, L) -> (B, L). Right padding, so default position ids are right."""
+    return model(input_ids=input_ids, attention_mask=attention_mask).logits.squeeze(-1).float()
+
+
+def scores_from_head(h: torch.Tensor, response_mask: torch.Tensor, last_index: torch.Tensor,
+                     level: str, causal: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(token_rewards, prefix_scores, sequence_score) on the full (B, L) grid from head values h (B, L)."""
+    m = response_mask.to(h.dtype)
+    if level == "token":
+        return h * m, prefix_means(h, response_mask), masked_mean(h, m)
+    score = gather_last(h, last_index)  # (B,)
+    at_last = torch.zeros_like(h).scatter(1, last_index.long().unsqueeze(1), score.unsqueeze(1))  # (B, L)
+    # An encoder's h_t sees the whole text, so it is no prefix score: only the final one is known.
+    prefix = h * m if causal else at_last
+    return at_last, prefix, score
+
+
+class RewardModel(torch.nn.Module):
+    """A backbone with a scalar head, its tokenizer and what it is (`info`)."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, info: RewardModelInfo):
+        super().__init__()
+        self.model, self.tokenizer, self.info = model, tokenizer, info
+        self._same_vocab: dict[int, bool] = {}
+
+    @property
+    def level(self) -> str:
+        return self.info.level
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return head_values(self.model, input_ids, attention_mask)
+
+    # -- tokens ----------------------------------------------------------------------------------------
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """Prompt ids; an encoder's [CLS] goes first, as in its pre-training."""
+        from fgalign.data.tokenize import encode_prompt
+
+        ids = encode_prompt(self.tokenizer, prompt)
+        cls = self.tokenizer.cls_token_id
+        return [cls] + ids if self.info.backbone_kind == "encoder" and cls is not None else ids
+
+    def encode_response(self, response: str, add_eos: bool = True) -> list[int]:
+        from fgalign.data.tokenize import encode_response
+
+        return encode_response(self.tokenizer, response, add_eos)
+
+    # -- scoring ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def score_ids(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
+                  micro_batch: int = 32) -> RewardOutput:
+        """Score responses given in the RM's own token ids. Returns CPU tensors."""
+        was_training = self.model.training
+        self.model.eval()
+        T = max(len(r) for r in response_ids)
+        token_rewards, prefix_scores = torch.zeros(len(response_ids), T), torch.zeros(len(response_ids), T)
+        sequence_score = torch.zeros(len(response_ids))
+        causal = self.info.backbone_kind == "causal"
+        for start in range(0, len(response_ids), micro_batch):
+            p, r = prompt_ids[start: start + micro_batch], response_ids[start: start + micro_batch]
+            batch = pad_batch(p, r, self.tokenizer.pad_token_id)
+            h = self(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)).cpu()
+            tok, pre, seq = scores_from_head(h, batch["response_mask"], batch["last_index"], self.level, causal)
+            sequence_score[start: start + len(r)] = seq
+            for i, (pi, ri) in enumerate(zip(p, r)):  # cut each response out of the (B, L) grid
+                token_rewards[start + i, : len(ri)] = tok[i, len(pi): len(pi) + len(ri)]
+                prefix_scores[start + i, : len(ri)] = pre[i, len(pi): len(pi) + len(ri)]
+        self.model.train(was_training)
+        return RewardOutput(token_rewards, prefix_scores, sequence_score)
+
+    def score_texts(self, prompts: Sequence[str], responses: Sequence[str], micro_batch: int = 32) -> RewardOutput:
+        """Score text responses (EOS appended) on the RM's own tokens. Returns CPU tensors."""
+        prompt_ids = [self.encode_prompt(p) for p in prompts]
+        response_ids = [self.encode_response(r) for r in responses]
+        return self.score_ids(prompt_ids, response_ids, micro_batch)
+
+    def score_responses(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
+                        tokenizer: Any, micro_batch: int = 32) -> RewardOutput:
+        """Score the caller's (policy's) responses, rewards placed on the caller's response tokens.
+
+        `response_ids` include the final EOS if one was generated. Tensors come back on the CPU (the model
+        itself may run on CUDA); T = the longest response, right-padded with 0.
+
+        Same vocabulary as the RM: scored as given. Different vocabulary: prompt and response are decoded
+        to text and scored with the RM's tokens (the RM's EOS is appended iff the caller's response ends
+        with the caller's EOS); then each RM token's reward goes, whole, to the caller token holding its
+        last character, so a caller token's reward is the SUM of the rewards of the RM tokens ending in it
+        and each response's total reward is preserved; the RM's EOS reward goes to the caller's last
+        token. Prefix scores S_t are the RM's prefix score after the last RM token so placed at or before
+        t (so S at the caller's last token is the RM's final score). `sequence_score` is the RM's own
+        (mean over its tokens for a token RM).
+        """
+        if self._shares_vocab(tokenizer):
+            return self.score_ids(prompt_ids, response_ids, micro_batch)
+        texts, rm_prompts, rm_responses, rm_ends, rm_zero = [], [], [], [], []
+        for p, r in zip(prompt_ids, response_ids):
+            prompt = tokenizer.decode(list(p), skip_special_tokens=True)
+            has_eos = len(r) > 0 and r[-1] == tokenizer.eos_token_id
+            text = tokenizer.decode(list(r), skip_special_tokens=True)
+            enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            ids, ends = list(enc["input_ids"]), [e for _, e in enc["offset_mapping"]]
+            if has_eos or not ids:  # an empty text still needs one token to score
+                ids, ends = ids + [self.tokenizer.eos_token_id], ends + [len(text)]
+            texts.append(text)
+            rm_prompts.append(self.encode_prompt(prompt))
+            rm_responses.append(ids)
+            rm_ends.append(ends)
+            rm_zero.append([i == len(enc["input_ids"]) for i in range(len(ids))])
+        rm_out = self.score_ids(rm_prompts, rm_responses, micro_batch)
+        T = max(len(r) for r in response_ids)
+        token_rewards, prefix_scores = torch.zeros(len(response_ids), T), torch.zeros(len(response_ids), T)
+        for b, r in enumerate(response_ids):
+            owners = projection.owner_index(rm_ends[b], rm_zero[b], projection.char_ends(tokenizer, r))
+            n_rm = len(rm_responses[b])
+            token_rewards[b, : len(r)] = projection.project_sum(rm_out.token_rewards[b, :n_rm], owners, len(r))
+            prefix_scores[b, : len(r)] = projection.project_prefix(rm_out.prefix_scores[b, :n_rm], owners, len(r))
+        return RewardOutput(token_rewards, prefix_scores, rm_out.sequence_score)
+
+    def _shares_vocab(self, tokenizer: Any) -> bool:
+        if tokenizer is self.tokenizer:
+            return True
+        key = id(tokenizer)
+        if key not in self._same_vocab:
+            self._same_vocab[key] = tokenizer.get_vocab() == self.tokenizer.get_vocab()
+        return self._same_vocab[key]
+
+    # -- files -----------------------------------------------------------------------------------------
+    def save(self, out: str | Path) -> None:
+        """save_pretrained (safetensors) + tokenizer + `fgalign_rm.json`, into an existing/new directory."""
+        from fgalign.runinfo import write_json
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(out, safe_serialization=True)
+        self.tokenizer.save_pretrained(out)
+        write_json(out / RM_META_FILE, asdict(self.info))
+
+
+def build_reward_model(backbone: str | Path, level: str, loss: str, anchor: float = 0.0, pairs: str = "edit",
+                       label_mode: str = "tokens", backbone_kind: str = "auto") -> RewardModel:
+    """A fresh RM: the backbone's weights from a local HF directory and a zero-initialised scalar head.
+
+    The head starts at 0 so every token starts with reward 0 — the anchored value for kept tokens.
+    """
+    from transformers import AutoConfig, AutoModelForTokenClassification
+
+    path = Path(backbone)
+    if not (path / "config.json").exists():
+        raise InputError("expected a Hugging Face model directory with config.json", path=str(path), field="--model")
+    config = AutoConfig.from_pretrained(str(path))
+    kind = detect_backbone_kind(config) if backbone_kind == "auto" else backbone_kind
+    tokenizer = load_rm_tokenizer(path)
+    # No dropout in front of the head: it would make r_t noisy for a 1-unit output.
+    config.num_labels, config.classifier_dropout = 1, 0.0
+    model = AutoModelForTokenClassification.from_pretrained(str(path), config=config, use_safetensors=True)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # a pad token was added
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    head = head_module(model)
+    torch.nn.init.zeros_(head.weight)
+    if head.bias is not None:
+        torch.nn.init.zeros_(head.bias)
+    info = RewardModelInfo(level=level, backbone_kind=kind, loss=loss, anchor=anchor, pairs=pairs,
+                           label_mode=label_mode, backbone=str(path))
+    return RewardModel(model, tokenizer, info)
+
+
+def load_reward_model(path: str | Path, device: str | torch.device = "cpu") -> RewardModel:
+    """Load an RM saved by `fgalign train-rm` (safetensors only)."""
+    import json
+
+    from transformers import AutoModelForTokenClassification
+
+    from fgalign.models.policy import resolve_device
+
+    path = Path(path)
+    meta = path / RM_META_FILE
+    if not meta.exists():
+        raise InputError(f"no {RM_META_FILE}: not a reward model saved by `fgalign train-rm`", path=str(path))
+    info = RewardModelInfo(**json.loads(meta.read_text()))
+    model = AutoModelForTokenClassification.from_pretrained(str(path), use_safetensors=True)
+    device = resolve_device(device) if isinstance(device, str) else device
+    rm = RewardModel(model.to(device).eval(), load_rm_tokenizer(path), info)
+    return rm

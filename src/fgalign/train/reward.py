@@ -1,0 +1,235 @@
+"""`fgalign train-rm`: train a token- or sequence-level reward model with the HF Trainer.
+
+The Trainer brings checkpoints, `--resume`, logging and accelerate (multi-process, CUDA, bf16); we only
+supply the pairs, a collator and `compute_loss`. Each batch holds B pairs as one (2B, L) forward pass:
+rows [0, B) are the better responses (edited / chosen), rows [B, 2B) the worse (original / rejected).
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from fgalign.errors import InputError
+from fgalign.models.reward import RewardModel, build_reward_model, head_values, pad_batch
+from fgalign.models.reward_losses import gather_last, masked_mean, sequence_rm_loss, token_rm_loss
+
+
+@dataclass
+class RewardConfig:
+    """Train a reward model on an EDITS file (records with prompt, chosen, rejected, edited)."""
+
+    data: str
+    """EDITS file: JSONL/JSON/parquet/save_to_disk records with prompt, chosen, rejected, edited."""
+    out: str
+    """Output directory: weights (safetensors), tokenizer, fgalign_rm.json, fgalign_config.json."""
+    model: str
+    """Backbone: a local Hugging Face directory (usually the SFT policy; an encoder such as BERT works too)."""
+    level: Literal["token", "sequence"] = "token"
+    """token: a reward at every response token; sequence: one score at the last response token."""
+    loss: Literal["mean-bt", "edit-bt", "token-bce"] = "mean-bt"
+    """Token RM loss: BT on mean r_t (paper), BT on sums over edited tokens, or logistic on the +-1 labels."""
+    anchor: float = 0.1
+    """Zero-anchoring: + anchor * mean r_t^2 over kept tokens (token RM). 0.1 measured best (DESIGN §6)."""
+    pairs: Literal["preference", "edit"] = "preference"
+    """Sequence RM pairs: (chosen > rejected) or (edited > original). The token RM always uses edits."""
+    label_mode: Literal["tokens", "chars"] = "tokens"
+    """Token labels: align token ids (RM tokenizer = policy's) or characters projected through offsets."""
+    backbone_kind: Literal["auto", "causal", "encoder"] = "auto"
+    """Decoder (r_t sees y_<=t) or encoder (sees the whole text); auto reads the saved architecture."""
+    epochs: float = 2.0
+    """Passes over the pairs."""
+    max_steps: int = -1
+    """Stop after this many optimizer steps (overrides epochs when > 0)."""
+    batch_size: int = 16
+    """Pairs per optimizer step per process (before gradient accumulation)."""
+    grad_accum: int = 1
+    """Gradient accumulation steps."""
+    lr: float = 3e-4
+    """Peak learning rate (linear decay)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    warmup_ratio: float = 0.05
+    """Fraction of steps with linear warm-up."""
+    max_length: int = 0
+    """Longest prompt+response in tokens; longer pairs are skipped (0: the backbone's maximum)."""
+    lora: bool = False
+    """Train LoRA adapters (peft) on every linear layer instead of all weights; merged before saving."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA alpha."""
+    save_steps: int = 0
+    """Write a Trainer checkpoint every this many steps into OUT.checkpoints (0: none)."""
+    resume: bool = False
+    """Resume from the last checkpoint in OUT.checkpoints (after a crash or kill)."""
+    keep_checkpoints: bool = False
+    """Keep OUT.checkpoints after success (default: removed)."""
+    device: Literal["auto", "cpu"] = "auto"
+    """auto: CUDA when available (the Trainer decides); cpu: force CPU."""
+    bf16: bool = False
+    """bf16 mixed precision (about 2.4x faster on recent CPUs)."""
+    logging_steps: int = 10
+    """Log the loss every this many steps."""
+    report_to: str = "none"
+    """Trainer loggers: none, tensorboard, ..."""
+    seed: int = 0
+    """Seed for the head, data order and everything else."""
+
+
+def checkpoint_dir(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".checkpoints")
+
+
+def build_pairs(cfg: RewardConfig, rm: RewardModel) -> list[dict]:
+    """One feature dict per pair: prompt ids and (better, worse) response ids with token labels."""
+    from fgalign.data import ReadStats, read_records
+    from fgalign.data.records import render_text
+    from fgalign.labels.project import label_pair
+
+    use_edits = cfg.level == "token" or cfg.pairs == "edit"
+    stats = ReadStats()
+    records = read_records(cfg.data, require_edited=use_edits, stats=stats)
+    if not records:
+        raise InputError(f"no usable pair: {stats.read} records read, {stats.skipped_missing_edit} without "
+                         f"'edited', {stats.skipped_noop_edits} whose edit equals 'rejected' "
+                         f"(the {cfg.level} RM on --pairs {cfg.pairs if cfg.level == 'sequence' else 'edit'} "
+                         "needs real edits)", path=cfg.data, field="edited")
+    max_length = cfg.max_length or getattr(rm.model.config, "max_position_embeddings", None) \
+        or getattr(rm.model.config, "n_positions", 10**9)
+    pairs, too_long = [], 0
+    for rec in records:
+        rec = render_text(rec, rm.tokenizer)
+        prompt_ids = rm.encode_prompt(rec.prompt)
+        if cfg.level == "token":
+            lab = label_pair(rm.tokenizer, rec.prompt, rec.rejected, rec.edited, mode=cfg.label_mode)
+            better, better_labels = lab["edited_ids"], lab["edited_labels"]
+            worse, worse_labels = lab["rejected_ids"], lab["rejected_labels"]
+        else:
+            good = rec.edited if cfg.pairs == "edit" else rec.chosen
+            better, worse = rm.encode_response(good), rm.encode_response(rec.rejected)
+            better_labels, worse_labels = [0] * len(better), [0] * len(worse)
+        if len(prompt_ids) + max(len(better), len(worse)) > max_length:
+            too_long += 1
+            continue
+        pairs.append(dict(prompt_ids=prompt_ids, better_ids=better, better_labels=better_labels,
+                          worse_ids=worse, worse_labels=worse_labels))
+    if not pairs:
+        raise InputError(f"every pair is longer than --max-length {max_length} tokens", path=cfg.data)
+    print(f"train-rm: {len(pairs)} pairs from {stats.read} records (skipped: {stats.skipped_missing_edit} "
+          f"without edit, {stats.skipped_noop_edits} no-op edits, {too_long} too long)")
+    return pairs
+
+
+class PairCollator:
+    """B pairs -> one right-padded (2B, L) batch: better responses first, then worse ones."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        prompts = [f["prompt_ids"] for f in features] * 2
+        responses = [f["better_ids"] for f in features] + [f["worse_ids"] for f in features]
+        labels = [f["better_labels"] for f in features] + [f["worse_labels"] for f in features]
+        batch = pad_batch(prompts, responses, self.pad_id, labels)
+        batch["token_labels"] = batch.pop("labels")  # not "labels": the Trainer treats that key specially
+        return batch
+
+
+def pair_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], level: str, loss: str,
+              anchor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, pair accuracy) of one (2B, L) batch."""
+    h = head_values(model, batch["input_ids"], batch["attention_mask"])  # (2B, L)
+    B = h.shape[0] // 2
+    mask, labels, last = batch["response_mask"], batch["token_labels"], batch["last_index"]
+    if level == "token":
+        value = token_rm_loss(loss, anchor, h[:B], labels[:B], mask[:B], h[B:], labels[B:], mask[B:])
+        score = masked_mean(h, mask.to(h.dtype))  # (2B,)
+    else:
+        value = sequence_rm_loss(h[:B], last[:B], h[B:], last[B:])
+        score = gather_last(h, last)  # (2B,)
+    return value, (score[:B] > score[B:]).float().mean()
+
+
+def make_trainer_class():
+    from transformers import Trainer
+
+    class RewardTrainer(Trainer):
+        """The HF Trainer with our pair loss."""
+
+        def __init__(self, *args, level: str, loss: str, anchor: float, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.level, self.loss_kind, self.anchor = level, loss, anchor
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            # Every loss is a mean over pairs, so num_items_in_batch (a token count) is not needed.
+            value, _ = pair_loss(model, inputs, self.level, self.loss_kind, self.anchor)
+            return (value, {}) if return_outputs else value
+
+    return RewardTrainer
+
+
+def training_args(cfg: RewardConfig, output_dir: Path):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(output_dir), per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_ratio, lr_scheduler_type="linear", num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps, seed=cfg.seed, data_seed=cfg.seed, bf16=cfg.bf16,
+        use_cpu=cfg.device == "cpu", logging_steps=cfg.logging_steps, report_to=cfg.report_to,
+        save_strategy="steps" if cfg.save_steps > 0 else "no", save_steps=max(cfg.save_steps, 1),
+        remove_unused_columns=False, dataloader_num_workers=0,
+        disable_tqdm=True, ddp_find_unused_parameters=False)
+
+
+def apply_lora(rm: RewardModel, cfg: RewardConfig) -> None:
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    from fgalign.models.reward import head_module
+
+    head_name = next(n for n, m in rm.model.named_children() if m is head_module(rm.model))
+    lora = LoraConfig(task_type=TaskType.TOKEN_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                      target_modules="all-linear", modules_to_save=[head_name])
+    rm.model = get_peft_model(rm.model, lora)
+
+
+def run(cfg: RewardConfig) -> Path:
+    """Train and save the RM to `cfg.out` (atomically); returns the output path."""
+    from transformers import set_seed
+
+    from fgalign.runinfo import atomic_path, save_run_config
+
+    if cfg.anchor < 0:
+        raise InputError(f"expected a weight >= 0, got {cfg.anchor}", field="--anchor")
+    set_seed(cfg.seed)
+    loss = cfg.loss if cfg.level == "token" else "bt"
+    rm = build_reward_model(cfg.model, cfg.level, loss, anchor=cfg.anchor if cfg.level == "token" else 0.0,
+                            pairs="edit" if cfg.level == "token" else cfg.pairs, label_mode=cfg.label_mode,
+                            backbone_kind=cfg.backbone_kind)
+    pairs = build_pairs(cfg, rm)
+    if cfg.lora:
+        apply_lora(rm, cfg)
+    ckpt = checkpoint_dir(cfg.out)
+    trainer = make_trainer_class()(
+        model=rm.model, args=training_args(cfg, ckpt), train_dataset=pairs,
+        data_collator=PairCollator(rm.tokenizer.pad_token_id), level=cfg.level, loss=loss, anchor=cfg.anchor)
+    has_checkpoint = ckpt.is_dir() and any(ckpt.glob("checkpoint-*"))
+    if cfg.resume and not has_checkpoint:
+        print(f"train-rm: --resume but no checkpoint in {ckpt}; starting from scratch")
+    result = trainer.train(resume_from_checkpoint=True if cfg.resume and has_checkpoint else None)
+    if cfg.lora:
+        rm.model = rm.model.merge_and_unload()
+    if trainer.is_world_process_zero():
+        with atomic_path(cfg.out) as tmp:
+            rm.save(tmp)
+            save_run_config(tmp, cfg, "train-rm", extra={"train": result.metrics, "pairs": len(pairs)})
+        if not cfg.keep_checkpoints:
+            shutil.rmtree(ckpt, ignore_errors=True)
+        print(f"train-rm: {cfg.level} RM ({loss}, anchor {cfg.anchor if cfg.level == 'token' else 0}) -> {cfg.out}")
+    trainer.accelerator.wait_for_everyone()
+    return Path(cfg.out)
