@@ -206,3 +206,23 @@ def test_tokenizer_loads_and_round_trips(world, tmp_path):
             ids = tok(text, add_special_tokens=False)["input_ids"]
             assert tok.decode(ids) == text
         assert len(tok(response)["input_ids"]) < len(response)  # BPE merges: fewer tokens than bytes
+
+
+# -- a user's own task, exactly as docs/tasks.md shows it -----------------------------------------------
+def test_the_documented_custom_task_loads_by_import_path(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[1] / "docs" / "tasks.md").read_text()
+    code = re.search(r"```python\n# mypkg/mytask.py\n(.*?)```", doc, re.S).group(1)
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "mypkg" / "mytask.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    task = load_task("mypkg.mytask:Shout")
+    assert task.name == "shout"
+    assert not set(task.prompts("train", 20, 0)) & set(task.prompts("test", 20, 0))
+    prompt, response = next((p, r) for p, r in task.sft_examples(50, 0) if any(w.islower() for w in r.split()))
+    edited = task.minimal_edit(prompt, response)
+    assert task.score(prompt, edited) > task.score(prompt, response) and edited.upper() == response.upper()
