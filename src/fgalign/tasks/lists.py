@@ -174,7 +174,7 @@ class ListWorld:
         return ListAnswer(" ", chunks, True, "").text()
 
     def sft_examples(self, n: int, seed: int) -> list[tuple[str, str]]:
-        rng = random.Random(f"{self.name}:sft:{seed}")
+        rng = random.Random(f"sft:{seed}")
         prompts = sample_prompts(self._draw_prompt, "train", n, seed, distinct=False)
         return [(prompt, self.demonstrate(prompt, rng)) for prompt in prompts]
 

@@ -114,14 +114,14 @@ class SentimentWorld:
 
     def demonstrate(self, prompt: str, rng: random.Random) -> str:
         """The noisy demonstrator: a templated sentence mixing positive, neutral and negative words."""
-        aspect = prompt.rsplit(" ", 1)[-1]
+        aspect = prompt.rsplit(": The ", 1)[-1]
         x, y = rng.sample([a for a in ASPECTS if a != aspect], 2)
         v1, v2, v3 = (rng.choice(VERBS) for _ in range(3))
         a, b, c = (self._adjective(rng) for _ in range(3))
         return rng.choice(TEMPLATES).format(v1=v1, v2=v2, v3=v3, a=a, b=b, c=c, x=x, y=y)
 
     def sft_examples(self, n: int, seed: int) -> list[tuple[str, str]]:
-        rng = random.Random(f"{self.name}:sft:{seed}")
+        rng = random.Random(f"sft:{seed}")
         prompts = sample_prompts(self._draw_prompt, "train", n, seed, distinct=False)
         return [(prompt, self.demonstrate(prompt, rng)) for prompt in prompts]
 
