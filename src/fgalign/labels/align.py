@@ -82,8 +82,9 @@ def char_labels(original: str, edited: str, mark_omissions: bool = True) -> tupl
     or one CJK character), align the two word sequences with Levenshtein, and give every character of a
     deleted/replaced word −1 and of an inserted/replacing word +1 — a replaced word is marked whole
     ("apple" → "apples" marks all of both), so any tokenizer sees the change on every token of the word.
-    Whitespace is labelled only where it changed between two kept words (or a kept word and a text
-    boundary); whitespace next to a changed word stays 0, the word carries the label.
+    A run of changed words is marked from its first to its last character, whitespace inside included.
+    Elsewhere whitespace is labelled only where it changed between two kept words (or a kept word and a
+    text boundary); whitespace at the edge of a changed run stays 0, the words carry the label.
 
     Each side gets len(text) + 1 labels: one per character plus an *end* label (the position EOS takes
     after projection). With `mark_omissions`, a pure insertion before original word i marks the first
@@ -95,13 +96,13 @@ def char_labels(original: str, edited: str, mark_omissions: bool = True) -> tupl
     edited_labels = [KEPT] * (len(edited) + 1)
     ops = opcodes([original[s:e] for s, e in original_words], [edited[s:e] for s, e in edited_words])
 
-    for op in ops:
+    for op in ops:  # a changed run of words is marked from its first to its last character
         if op.tag in ("delete", "replace"):
-            for s, e in original_words[op.src_start:op.src_end]:
-                original_labels[s:e] = [DELETED] * (e - s)
+            s, e = original_words[op.src_start][0], original_words[op.src_end - 1][1]
+            original_labels[s:e] = [DELETED] * (e - s)
         if op.tag in ("insert", "replace"):
-            for s, e in edited_words[op.dest_start:op.dest_end]:
-                edited_labels[s:e] = [INSERTED] * (e - s)
+            s, e = edited_words[op.dest_start][0], edited_words[op.dest_end - 1][1]
+            edited_labels[s:e] = [INSERTED] * (e - s)
 
     def start_of(i: int) -> int:  # first character of original word i, or the end position
         return original_words[i][0] if i < len(original_words) else len(original)

@@ -77,7 +77,13 @@ def marked_text(tokenizer: Any, ids: list[int], labels: list[int]) -> str:
         if end < len(kept) and kept[end][1] == kept[start][1]:
             continue
         text, label = decode(end)[len(decode(start)):], kept[start][1]
-        pieces.append({DELETED: f"[-{text}-]", INSERTED: f"{{+{text}+}}"}.get(label, text))
+        if label != 0 and text.strip():  # spaces around a marked word read better outside the marks
+            core = text.strip()
+            lead, trail = text[:len(text) - len(text.lstrip())], text[len(text.rstrip()):]
+            text = lead + (f"[-{core}-]" if label == DELETED else f"{{+{core}+}}") + trail
+        elif label != 0:
+            text = f"[-{text}-]" if label == DELETED else f"{{+{text}+}}"
+        pieces.append(text)
         start = end
     return "".join(pieces)
 
