@@ -1,0 +1,274 @@
+"""`fgalign ppo`: PPO with a (B, T) reward from a token- or sequence-level reward model.
+
+Loop per iteration (CleanRL-style, top to bottom): sample prompts → generate → score with the RM →
+log-probs of policy and reference, values → rewards → GAE → epochs of clipped updates → KL controller →
+log, evaluate, checkpoint. Runs single-process or under `accelerate launch` (one rollout batch per rank).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import torch
+
+from fgalign.errors import InputError
+from fgalign.rl.checkpoint import STATE_FILE, latest_checkpoint, save_checkpoint, save_policy
+from fgalign.rl.kl import make_kl_controller
+from fgalign.rl.metrics_log import MetricsLog
+from fgalign.rl.rewards import REWARD_MODES
+from fgalign.rl.rollout import SamplingSettings, generate
+from fgalign.rl.update import (RewardSettings, TrainingDiverged, UpdateSettings, experience_stats, make_experience,
+                               ppo_update)
+
+
+@dataclass
+class PPOConfig:
+    """Fine-grained PPO. Defaults suit a 2-layer 128-d GPT-2 on CPU (a few seconds per iteration)."""
+
+    policy: str
+    """Initial policy: a local Hugging Face causal-LM directory (the SFT model); also the reference."""
+    rm: str
+    """Reward model directory (`fgalign train-rm`), token- or sequence-level."""
+    out: str
+    """Output directory: the trained policy (save_pretrained), logs, TensorBoard, checkpoints."""
+    reward: Literal["token", "token-shaped", "token+sequence", "sequence"] = "token"
+    """How the RM's output becomes rewards: per-token r_t, potential-shaped S_t − S_{t−1}, α·r_t plus the
+    sequence score at the last token, or the sequence score at the last token only."""
+    reward_scale: Literal["raw", "mean", "whiten", "total-std"] = "total-std"
+    """raw; mean (token rewards / length); whiten (over the batch); total-std (divide by the batch std of each
+    response's total reward, no centring: DESIGN §6 found it keeps the length term out)."""
+    alpha: float = 1.0
+    """Weight of the token rewards in `token+sequence`."""
+    reward_clip: float | None = None
+    """Clip the RM's rewards to ±this (after scaling); None: off."""
+    missing_eos_penalty: float | None = None
+    """Subtracted at the last token of responses that hit max_new_tokens without EOS; None: off."""
+    task: str = "default"
+    """Where PPO prompts come from: a built-in task or `package.module:Class`."""
+    n_prompts: int = 4096
+    """Size of the training prompt pool (task split "train")."""
+    iterations: int = 60
+    """PPO iterations (one rollout batch each)."""
+    batch_size: int = 64
+    """Rollouts per iteration per process."""
+    max_new_tokens: int = 24
+    """Longest response (EOS included)."""
+    temperature: float = 1.0
+    """Sampling temperature; the log-probs use the same one."""
+    top_k: int = 0
+    """Top-k sampling (0: off)."""
+    top_p: float = 1.0
+    """Nucleus sampling (1.0: off)."""
+    lr: float = 3e-5
+    """Policy learning rate (AdamW)."""
+    value_lr: float = 1e-4
+    """Value model learning rate (AdamW)."""
+    epochs: int = 4
+    """Passes over each rollout batch."""
+    minibatches: int = 4
+    """Minibatches per pass."""
+    gamma: float = 1.0
+    """Discount."""
+    lam: float = 0.95
+    """GAE λ."""
+    clip: float = 0.2
+    """Policy ratio clip ε."""
+    value_clip: float = 0.2
+    """Value clip around the old values."""
+    vf_coef: float = 0.5
+    """Weight of the value loss in the summed loss."""
+    entropy_coef: float = 0.0
+    """Entropy bonus."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping, per model."""
+    whiten_advantages: bool = True
+    """Whiten advantages over the batch's response tokens."""
+    kl_coef: float = 0.1
+    """β: the initial KL coefficient (fixed when kl_target is None)."""
+    kl_target: float | None = 1.0
+    """Adaptive β targeting this KL in nats per response (compare methods at one KL); None: fixed β."""
+    kl_horizon: float = 512
+    """Adaptive controller horizon, in responses: larger moves β more slowly."""
+    kl_estimator: Literal["k1", "k3"] = "k1"
+    """Per-token KL in the reward: k1 = log π − log π_ref, k3 = exp(−k1) − 1 + k1."""
+    value_init: Literal["policy", "reward"] = "policy"
+    """Initialise the value model's backbone from the policy or from the reward model (same vocabulary)."""
+    lora: bool = False
+    """Train a LoRA adapter on the policy (peft); the reference is the policy with the adapter disabled."""
+    lora_r: int = 8
+    """LoRA rank."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator."""
+    micro_batch: int = 64
+    """Rows per forward pass when generating and scoring (bounds memory)."""
+    checkpoint_every: int = 10
+    """Save a resumable checkpoint every N iterations (and at the end); 0: only at the end."""
+    resume: bool = False
+    """Continue from the latest checkpoint in `out`."""
+    eval_every: int = 10
+    """Call the evaluation callback every N iterations (and at the end); library use only."""
+    keep_eval_checkpoints: bool = False
+    """Keep the policy of each evaluated iteration in out/eval_checkpoints/iter_N (for selection)."""
+    log_task_score: bool = True
+    """Also log the task's own score of the sampled responses (the oracle, in the built-in worlds)."""
+    seed: int = 0
+    """Seed; process r uses seed + r."""
+    device: str = "auto"
+    """"auto", "cpu" or "cuda"."""
+
+
+def prompt_indices(n_pool: int, iteration: int, batch: int, rank: int, world: int, seed: int) -> list[int]:
+    """The prompts of one iteration on one rank: a walk through seeded reshuffles of the pool.
+
+    A pure function of the iteration, so the data position of a resumed run is the iteration number.
+    """
+    out = []
+    for pos in range(iteration * batch * world + rank * batch, iteration * batch * world + (rank + 1) * batch):
+        epoch, i = divmod(pos, n_pool)
+        out.append(int(torch.randperm(n_pool, generator=torch.Generator().manual_seed(seed * 7919 + epoch))[i]))
+    return out
+
+
+def _build_models(cfg: PPOConfig, tokenizer):
+    from fgalign.models.policy import load_causal_lm
+    from fgalign.models.value import ValueModel
+
+    policy = load_causal_lm(cfg.policy)
+    if policy.get_input_embeddings().num_embeddings < len(tokenizer):
+        raise InputError(f"the tokenizer has {len(tokenizer)} tokens but the model only "
+                         f"{policy.get_input_embeddings().num_embeddings} embeddings (was a pad token added?); "
+                         "save the policy with a pad token distinct from EOS", path=cfg.policy)
+    ref_model = None
+    if cfg.lora:
+        from peft import LoraConfig, get_peft_model
+
+        policy = get_peft_model(policy, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                                   target_modules="all-linear", task_type="CAUSAL_LM"))
+    else:
+        ref_model = load_causal_lm(cfg.policy).eval().requires_grad_(False)
+    value = ValueModel.from_backbone_dir(cfg.policy if cfg.value_init == "policy" else cfg.rm, len(tokenizer))
+    return policy, ref_model, value
+
+
+def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=None, task=None) -> dict:
+    """Train; returns {"out", "history", "evals", "final"}. `reward_model`/`task` objects override cfg.rm/cfg.task."""
+    from accelerate import Accelerator
+
+    from fgalign.data.tokenize import encode_prompt
+    from fgalign.models.policy import load_tokenizer, resolve_device
+    from fgalign.runinfo import seed_everything
+    from fgalign.tasks.base import load_task
+
+    if cfg.reward not in REWARD_MODES:
+        raise InputError(f"unknown reward '{cfg.reward}': expected one of {REWARD_MODES}", field="--reward")
+    if cfg.batch_size < cfg.minibatches:
+        raise InputError(f"batch_size {cfg.batch_size} < minibatches {cfg.minibatches}", field="--batch-size")
+    out = Path(cfg.out)
+    accelerator = Accelerator(cpu=resolve_device(cfg.device).type == "cpu")
+    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    seed_everything(cfg.seed + rank)
+
+    tokenizer = load_tokenizer(cfg.policy)
+    policy, ref_model, value = _build_models(cfg, tokenizer)
+    if reward_model is None:
+        from fgalign.models.reward import load_reward_model
+
+        reward_model = load_reward_model(cfg.rm, device=accelerator.device)
+    task = task or load_task(cfg.task)
+    pool = [encode_prompt(tokenizer, p) for p in task.prompts("train", cfg.n_prompts, cfg.seed)]
+    pool_text = task.prompts("train", cfg.n_prompts, cfg.seed) if cfg.log_task_score else None
+    if not pool or min(map(len, pool)) == 0:
+        raise InputError("the task gave no prompts, or an empty one", field="--task")
+
+    opt_policy = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr)
+    opt_value = torch.optim.AdamW(value.parameters(), lr=cfg.value_lr)
+    policy, value, opt_policy, opt_value = accelerator.prepare(policy, value, opt_policy, opt_value)
+    if ref_model is not None:
+        ref_model = ref_model.to(accelerator.device)
+    kl_ctl = make_kl_controller(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+
+    start = 0
+    if cfg.resume:
+        ckpt = latest_checkpoint(out)
+        if ckpt is None:
+            raise InputError("--resume: no checkpoint found", path=str(out / "checkpoints"))
+        import json
+
+        accelerator.load_state(str(ckpt))  # models, optimizers, every rank's RNG states
+        state = json.loads((ckpt / STATE_FILE).read_text())
+        start = state["iteration"]
+        kl_ctl.load_state_dict(state["kl_controller"])
+    log = MetricsLog(out, resume_from=start if cfg.resume else None, enabled=main)
+    if main:
+        from fgalign.runinfo import save_run_config
+
+        out.mkdir(parents=True, exist_ok=True)
+        save_run_config(out / "ppo_log.jsonl", cfg, stage="ppo")
+
+    sampling = SamplingSettings(cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p)
+    rs = RewardSettings(cfg.reward, cfg.reward_scale, cfg.alpha, cfg.reward_clip, cfg.missing_eos_penalty,
+                        cfg.kl_estimator)
+    us = UpdateSettings(cfg.epochs, cfg.minibatches, cfg.clip, cfg.value_clip, cfg.vf_coef, cfg.entropy_coef,
+                        cfg.max_grad_norm, cfg.temperature)
+    raw_policy, raw_value = accelerator.unwrap_model(policy), accelerator.unwrap_model(value)
+    history, evals = [], []
+    last_good = latest_checkpoint(out) if cfg.resume else None
+    for it in range(start, cfg.iterations):
+        idx = prompt_indices(len(pool), it, cfg.batch_size, rank, world, cfg.seed)
+        t0 = time.perf_counter()
+        rollout = generate(raw_policy, [pool[i] for i in idx], tokenizer.eos_token_id, tokenizer.pad_token_id,
+                           sampling, cfg.micro_batch).to(accelerator.device)
+        t1 = time.perf_counter()
+        rm_out = reward_model.score_responses(rollout.prompt_lists(), rollout.response_lists(), tokenizer)
+        try:
+            exp = make_experience(rollout, rm_out, raw_policy, ref_model, raw_value, kl_ctl.beta, rs, cfg.gamma,
+                                  cfg.lam, cfg.whiten_advantages, cfg.temperature, cfg.micro_batch, it + 1)
+            t2 = time.perf_counter()
+            stats = ppo_update(exp, policy, value, (opt_policy, opt_value), us, accelerator, it + 1)
+        except TrainingDiverged as e:
+            where = f"; the last good checkpoint is {last_good}" if last_good else "; no checkpoint was saved yet"
+            raise TrainingDiverged(f"{e}{where}") from None
+        t3 = time.perf_counter()
+        stats.update(experience_stats(exp))
+        if pool_text is not None:
+            texts = tokenizer.batch_decode(rollout.response_lists(), skip_special_tokens=True)
+            stats["task_score"] = sum(task.score(pool_text[i], s) for i, s in zip(idx, texts)) / len(idx)
+        # Averaged over ranks: every rank logs the same numbers and its KL controller sets the same β.
+        names = sorted(stats)
+        means = accelerator.reduce(torch.tensor([stats[k] for k in names], device=accelerator.device), "mean")
+        stats = dict(zip(names, means.tolist()))
+        stats.update(iteration=it + 1, beta=kl_ctl.beta, time_generate=t1 - t0, time_score=t2 - t1,
+                     time_train=t3 - t2)
+        kl_ctl.update(stats["kl_k1"], cfg.batch_size * world)
+
+        done = it + 1 == cfg.iterations
+        if eval_fn is not None and ((it + 1) % max(cfg.eval_every, 1) == 0 or done):
+            if main:
+                with torch.random.fork_rng(devices=[]):  # evaluation must not shift the training RNG stream
+                    result = {f"eval_{k}": v for k, v in eval_fn(raw_policy, it + 1).items()}
+                stats.update(result)
+                evals.append({"iteration": it + 1, **result})
+                if cfg.keep_eval_checkpoints:
+                    save_policy(raw_policy, tokenizer, out / "eval_checkpoints" / f"iter_{it + 1:06d}", cfg)
+            accelerator.wait_for_everyone()
+        history.append(stats)
+        log.log(stats, cfg.iterations)
+        if (cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0) or done:
+            last_good = save_checkpoint(accelerator, out, it + 1,
+                                        {"iteration": it + 1, "kl_controller": kl_ctl.state_dict()})
+    log.close()
+    if main:
+        save_policy(raw_policy, tokenizer, out, cfg, extra={"final": history[-1] if history else {}})
+    accelerator.wait_for_everyone()
+    return {"out": str(out), "history": history, "evals": evals, "final": history[-1] if history else {}}
+
+
+def run(cfg: PPOConfig) -> dict:
+    """CLI entry: a diverged run exits with its message (the last good checkpoint is kept)."""
+    try:
+        return train_ppo(cfg)
+    except TrainingDiverged as e:
+        raise SystemExit(f"fgalign ppo: training diverged: {e}") from None
+

@@ -1,0 +1,158 @@
+"""One PPO iteration after sampling: score the rollout, build rewards and advantages, update the models.
+
+Split from the trainer so the equivalence test can feed both reward paths the same rollout and compare
+every tensor and the resulting parameters.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from fgalign.rl.kl import kl_per_token
+from fgalign.rl.ppo import explained_variance, gae, masked_mean, policy_loss, value_loss
+from fgalign.rl.rewards import compose_rewards, masked_whiten, rm_rewards, truncation_penalty
+from fgalign.rl.rollout import Rollout, in_micro_batches, policy_logprobs, values_of
+
+
+class TrainingDiverged(RuntimeError):
+    """A NaN/inf in rewards, advantages or a loss: the run stops, the last good checkpoint stays."""
+
+
+def check_finite(name: str, x: Tensor, iteration: int) -> None:
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise TrainingDiverged(f"iteration {iteration}: {bad} non-finite value(s) in {name}")
+
+
+@dataclass
+class RewardSettings:
+    """How the reward model's output becomes the (B, T) reward (see fgalign.rl.rewards)."""
+
+    mode: str = "token"
+    scale: str = "total-std"
+    alpha: float = 1.0
+    clip: float | None = None
+    missing_eos_penalty: float | None = None
+    kl_estimator: str = "k1"
+
+
+@dataclass
+class Experience:
+    rollout: Rollout
+    logprobs: Tensor  # (B, T) π_old
+    ref_logprobs: Tensor  # (B, T)
+    values: Tensor  # (B, T) V_old
+    rm_rewards: Tensor  # (B, T)
+    kl: Tensor  # (B, T) the per-token KL in the reward
+    rewards: Tensor  # (B, T)
+    advantages: Tensor  # (B, T) whitened when asked
+    returns: Tensor  # (B, T)
+    sequence_score: Tensor  # (B,) the RM's raw score
+
+
+def reference_context(policy, ref_model):
+    """With LoRA the reference is the same model with its adapter disabled (no second copy)."""
+    return policy.disable_adapter() if ref_model is None else contextlib.nullcontext()
+
+
+@torch.no_grad()
+def make_experience(rollout: Rollout, rm_out, policy, ref_model, value_model, beta: float, rs: RewardSettings,
+                    gamma: float, lam: float, whiten_advantages: bool, temperature: float, micro_batch: int,
+                    iteration: int = 0) -> Experience:
+    """Score a rollout with π_old, π_ref and V, then rewards → GAE. No parameter changes."""
+    mask, last = rollout.response_mask, rollout.last_index
+    logprobs = in_micro_batches(lambda r: policy_logprobs(policy, r, temperature)[0], rollout, micro_batch)
+    with reference_context(policy, ref_model):
+        ref = policy if ref_model is None else ref_model
+        ref_logprobs = in_micro_batches(lambda r: policy_logprobs(ref, r, temperature)[0], rollout, micro_batch)
+    values = in_micro_batches(lambda r: values_of(value_model, r), rollout, micro_batch)
+
+    T = mask.shape[1]
+    def fit(x: Tensor) -> Tensor:  # the RM pads to its longest response, at most our T
+        return torch.nn.functional.pad(x.float().to(mask.device), (0, T - x.shape[1]))[:, :T]
+
+    sequence_score = rm_out.sequence_score.float().to(mask.device)
+    rm = rm_rewards(rs.mode, fit(rm_out.token_rewards), fit(rm_out.prefix_scores), sequence_score, mask, last,
+                    scale=rs.scale, alpha=rs.alpha)
+    if rs.missing_eos_penalty:
+        rm = truncation_penalty(rm, rollout.truncated, last, rs.missing_eos_penalty)
+    kl = kl_per_token(logprobs, ref_logprobs, mask, rs.kl_estimator)
+    rewards = compose_rewards(rm, kl, beta, mask, clip=rs.clip)
+    check_finite("rewards", rewards, iteration)
+    advantages, returns = gae(rewards, values, mask, gamma, lam)
+    if whiten_advantages:
+        advantages = masked_whiten(advantages, mask)
+    check_finite("advantages", advantages, iteration)
+    return Experience(rollout, logprobs, ref_logprobs, values, rm, kl, rewards, advantages, returns, sequence_score)
+
+
+@dataclass
+class UpdateSettings:
+    epochs: int = 4
+    minibatches: int = 4
+    clip: float = 0.2
+    value_clip: float = 0.2
+    vf_coef: float = 0.5
+    entropy_coef: float = 0.0
+    max_grad_norm: float = 1.0
+    temperature: float = 1.0
+
+
+def ppo_update(exp: Experience, policy, value_model, optimizers, us: UpdateSettings, accelerator=None,
+               iteration: int = 0) -> dict[str, float]:
+    """Several epochs of shuffled minibatches over one rollout (global torch RNG for the shuffles)."""
+    B = len(exp.rollout)
+    size = max(1, B // us.minibatches)
+    sums: dict[str, float] = {}
+    steps = 0
+    policy.train()
+    value_model.train()
+    for _ in range(us.epochs):
+        order = torch.randperm(B)
+        for start in range(0, B - size + 1, size):
+            idx = order[start:start + size]
+            mb, mask = exp.rollout.select(idx), exp.rollout.response_mask[idx]
+            logprobs, entropy = policy_logprobs(policy, mb, us.temperature, with_entropy=True)
+            pl = policy_loss(logprobs, exp.logprobs[idx], exp.advantages[idx], mask, us.clip)
+            vl = value_loss(values_of(value_model, mb), exp.values[idx], exp.returns[idx], mask, us.value_clip)
+            mean_entropy = masked_mean(entropy, mask)
+            loss = pl.loss + us.vf_coef * vl.loss - us.entropy_coef * mean_entropy
+            check_finite("loss", loss.detach(), iteration)
+            if accelerator is not None:
+                accelerator.backward(loss)
+            else:
+                loss.backward()
+            for model in (policy, value_model):
+                params = [p for p in model.parameters() if p.requires_grad]
+                if accelerator is not None:
+                    accelerator.clip_grad_norm_(params, us.max_grad_norm)
+                else:
+                    torch.nn.utils.clip_grad_norm_(params, us.max_grad_norm)
+            for opt in optimizers:
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            for k, v in (("policy_loss", pl.loss), ("value_loss", vl.loss), ("clipfrac", pl.clipfrac),
+                         ("approx_kl", pl.approx_kl), ("value_clipfrac", vl.clipfrac), ("entropy", mean_entropy)):
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            steps += 1
+    return {k: v / max(steps, 1) for k, v in sums.items()}
+
+
+def experience_stats(exp: Experience) -> dict[str, float]:
+    """Per-response means of what the reward was made of, and the critic's fit before the update."""
+    mask = exp.rollout.response_mask
+    k3 = kl_per_token(exp.logprobs, exp.ref_logprobs, mask, "k3")
+    k1 = kl_per_token(exp.logprobs, exp.ref_logprobs, mask, "k1")
+    return {
+        "rm_score": float(exp.sequence_score.mean()),
+        "rm_reward": float(exp.rm_rewards.sum(1).mean()),
+        "reward": float(exp.rewards.sum(1).mean()),
+        "kl_k1": float(k1.sum(1).mean()),
+        "kl_k3": float(k3.sum(1).mean()),
+        "explained_variance": float(explained_variance(exp.values, exp.returns, mask)),
+        "response_length": float(mask.sum(1).float().mean()),
+        "truncation_rate": float(exp.rollout.truncated.float().mean()),
+    }
