@@ -8,6 +8,7 @@ dropped); requests that keep failing are recorded and retried on a rerun with `-
 from __future__ import annotations
 
 import hashlib
+import random
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,7 +194,10 @@ def run(cfg: EditConfig) -> dict[str, Any]:
         raise InputError(f"expected a ratio in (0, 1], got {cfg.max_edit_ratio}", field="--max-edit-ratio")
     if cfg.concurrency < 1 or cfg.batch_size < 1:
         raise InputError("expected at least 1", field="--concurrency" if cfg.concurrency < 1 else "--batch-size")
-    seed_everything(cfg.seed)
+    if cfg.editor == "hf":
+        seed_everything(cfg.seed)
+    else:  # the API and task editors never touch torch: do not pay seconds to import it
+        random.seed(cfg.seed)
     records = read_records(cfg.in_)  # every bad input stops here, before anything is written
     editor = build_editor(cfg)
     out = Path(cfg.out)
@@ -237,9 +241,9 @@ def run(cfg: EditConfig) -> dict[str, Any]:
 
     console.print(f"edit: {counts['records']} records: {counts['kept']} kept, dropped {counts['noop']} no-op + "
                   f"{counts['overedit']} over-edit ({counts['reasked']} re-asked), {counts['failed']} failed "
-                  f"-> {out}", highlight=False)
+                  f"-> {out}", highlight=False, soft_wrap=True)
     if counts["failed"]:
         errors = sorted({e["error"] for e in entries if e and e["status"] == "failed"})
         console.print(f"  failed ({len(errors)} distinct errors), e.g. {errors[0]}; rerun with --retry-failed "
-                      "to try them again", highlight=False)
+                      "to try them again", highlight=False, soft_wrap=True)
     return counts
