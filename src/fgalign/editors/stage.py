@@ -72,6 +72,8 @@ class EditConfig:
     """Longest edit `--editor hf` may generate (it also stops at 1.5x the original's length)."""
     device: str = "auto"
     """Device for `--editor hf` ("auto", "cpu", "cuda")."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights' dtype for `--editor hf` ("auto": bfloat16 on CUDA, float32 on CPU)."""
     seed: int = 0
     """Random seed."""
 
@@ -101,8 +103,8 @@ def build_editor(cfg: EditConfig) -> Editor:
 
     if not cfg.model:
         raise InputError("`--editor hf` needs --model PATH (a local Hugging Face model directory)", field="--model")
-    return HFEditor(cfg.model, device=cfg.device, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
-                    template=template, hint_chosen=cfg.hint_chosen)
+    return HFEditor(cfg.model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size,
+                    max_new_tokens=cfg.max_new_tokens, template=template, hint_chosen=cfg.hint_chosen)
 
 
 def as_text(value: Any) -> str:
