@@ -6,6 +6,7 @@ import re
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rapidfuzz.distance import Indel
 
 from fgalign.cli import main
 from fgalign.data.tokenize import encode_response
@@ -42,11 +43,12 @@ def test_token_labels_properties(original, edited):
     marked_o, marked_e = token_labels(original, edited)
     assert len(plain_o) == len(marked_o) == len(original) and len(plain_e) == len(marked_e) == len(edited)
     assert set(plain_o) <= {-1, 0} and set(plain_e) <= {0, 1}
-    # Kept tokens are the same sequence on both sides; every change is labelled (d <= labelled <= 2d).
+    # Kept tokens are the same sequence on both sides, and the longest one there is: what is labelled is
+    # exactly the insert/delete distance (rapidfuzz's Indel, computed independently of the opcodes).
     assert kept(original, plain_o) == kept(edited, plain_e)
-    distance = sum(max(op.src_end - op.src_start, op.dest_end - op.dest_start)
-                   for op in opcodes(original, edited) if op.tag != "equal")
-    assert distance <= plain_o.count(-1) + plain_e.count(1) <= 2 * distance
+    assert plain_o.count(-1) + plain_e.count(1) == Indel.distance(original, edited)
+    tags = [op.tag for op in opcodes(original, edited)]
+    assert all(a == "equal" or b == "equal" for a, b in zip(tags, tags[1:]))  # one span per change
     # Omission marks only turn original 0s into -1s; the edited side does not change.
     assert marked_e == plain_e
     assert all(m == p or (p == 0 and m == -1) for m, p in zip(marked_o, plain_o))
@@ -148,8 +150,9 @@ def test_replaced_word_is_marked_whole():
     ("apple plum", "apple banana plum", "......-...", 0),   # insertion before "plum": its first char
     ("apple", "apple pie", ".....", -1),                    # insertion at the end: the end label (EOS)
     ("", "apple", "", -1),                                  # empty original
-    ("apple pie", "", "---------", 0),                      # empty edit
+    ("apple pie", "", "---------", 0),                      # empty edit: the space inside the run too
     ("apple pie", "apple  pie", ".....-...", 0),            # whitespace changed between kept words
+    ("white, dumb navy.", "white, navy, blue.", ".......----.....-", 0),  # keep "navy"; "blue" is missing
 ])
 def test_char_omission_and_edge_cases(original, edited, rejected_marks, end_label):
     assert span_labels(original, char_labels(original, edited)[0]) == (rejected_marks, end_label)
@@ -296,6 +299,9 @@ def test_cli_label_chars_mode_with_a_wordpiece_tokenizer(tmp_path, wordpiece_dir
 @pytest.mark.parametrize("bad_rows", [
     [GOOD[0], {"prompt": "p", "chosen": "c", "edited": "e"}],  # no rejected
     [GOOD[2], GOOD[3]],                                          # nothing left to label
+    [{"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "a"}],
+      "rejected": [{"role": "assistant", "content": "b"}],
+      "edited": [{"role": "assistant", "content": "c"}]}],       # chat records, tokenizer without a template
 ])
 def test_cli_label_bad_input_exits_2_and_writes_nothing(tmp_path, tiny_tokenizer_dir, capsys, bad_rows):
     edits, out = write_edits(tmp_path / "edits.jsonl", bad_rows), tmp_path / "labels.jsonl"
@@ -306,3 +312,9 @@ def test_cli_label_bad_input_exits_2_and_writes_nothing(tmp_path, tiny_tokenizer
     out.write_text("earlier result\n")
     assert main(argv) == 2
     assert out.read_text() == "earlier result\n"
+
+
+def test_cli_label_missing_tokenizer_exits_2(tmp_path, capsys):
+    edits, out = write_edits(tmp_path / "edits.jsonl", GOOD), tmp_path / "labels.jsonl"
+    assert main(["label", "--in", str(edits), "--tokenizer", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "tokenizer" in capsys.readouterr().err and not out.exists()

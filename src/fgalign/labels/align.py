@@ -1,5 +1,7 @@
 """Token labels from a minimal edit: align the original with its edit and mark what changed.
 
+The alignment keeps as many tokens as possible (see `opcodes`); what it does not keep changed.
+
 Labels, on both sides of an edit pair (paper, Figure 1):
     original (rejected) side: deleted or replaced → −1, kept → 0
     edited side:              inserted or replacing → +1, kept → 0
@@ -15,16 +17,33 @@ from __future__ import annotations
 import re
 from typing import Hashable, Sequence
 
-from rapidfuzz.distance import Levenshtein
-from rapidfuzz.distance import Opcode
+from rapidfuzz.distance import Indel, Opcode
 
 DELETED, KEPT, INSERTED = -1, 0, 1
 
 
 def opcodes(original: Sequence[Hashable], edited: Sequence[Hashable]) -> list[Opcode]:
-    """Levenshtein alignment as (tag, src_start, src_end, dest_start, dest_end) spans; tags are
-    "equal", "replace", "delete", "insert". Works on any sequences of hashables (ids, words)."""
-    return list(Levenshtein.opcodes(list(original), list(edited)))
+    """Alignment as alternating kept and changed spans: (tag, src_start, src_end, dest_start, dest_end)
+    with tags "equal", "replace", "delete", "insert". Works on any sequences of hashables (ids, words).
+
+    The alignment keeps as many elements as possible (a longest common subsequence: rapidfuzz's Indel,
+    the Levenshtein alignment without substitutions); the changes between two kept runs form one span.
+    Why not unit-cost substitutions: they tie with keeping a word, and the tie can go the wrong way —
+    "white, dumb navy." → "white, navy, blue." then marks the kept "navy" as replaced instead of
+    deleting "dumb" and seeing "blue" as missing (measured on the default world: 47 of 1058 edit pairs
+    got different word labels, all like this one or only the space inside a changed run).
+    """
+    spans: list[Opcode] = []
+    for op in Indel.opcodes(list(original), list(edited)):
+        if op.tag != "equal" and spans and spans[-1].tag != "equal":  # merge into the previous change
+            prev = spans.pop()
+            op = Opcode(op.tag, prev.src_start, op.src_end, prev.dest_start, op.dest_end)
+        if op.tag != "equal":
+            has_src, has_dest = op.src_end > op.src_start, op.dest_end > op.dest_start
+            tag = "replace" if has_src and has_dest else "delete" if has_src else "insert"
+            op = Opcode(tag, op.src_start, op.src_end, op.dest_start, op.dest_end)
+        spans.append(op)
+    return spans
 
 
 def omission_points(ops: list[Opcode]) -> list[int]:
@@ -79,10 +98,10 @@ def char_labels(original: str, edited: str, mark_omissions: bool = True) -> tupl
     """Character labels of an edit pair, aligned word by word.
 
     The rule: split both texts into words (a run of letters/digits/underscore, one punctuation character,
-    or one CJK character), align the two word sequences with Levenshtein, and give every character of a
+    or one CJK character), align the two word sequences (`opcodes`), and give every character of a
     deleted/replaced word −1 and of an inserted/replacing word +1 — a replaced word is marked whole
     ("apple" → "apples" marks all of both), so any tokenizer sees the change on every token of the word.
-    A run of changed words is marked from its first to its last character, whitespace inside included.
+    A changed run of words is marked from its first to its last character, whitespace inside included.
     Elsewhere whitespace is labelled only where it changed between two kept words (or a kept word and a
     text boundary); whitespace at the edge of a changed run stays 0, the words carry the label.
 
