@@ -50,7 +50,8 @@ def omission_points(ops: list[Opcode]) -> list[int]:
     """Original positions i before which the edit inserts content while deleting nothing next to it.
 
     An insertion that touches a deleted/replaced span is already visible through that span's −1 labels,
-    so only insertions between two kept (or boundary) positions count as omissions.
+    so only insertions between two kept (or boundary) positions count as omissions. (`opcodes` already
+    gives one span per change; the check keeps the rule right for alignments that split a change.)
     """
     points = []
     for k, op in enumerate(ops):
