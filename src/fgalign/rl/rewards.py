@@ -46,6 +46,19 @@ def total_std_scaled(rm: Tensor) -> Tensor:
     return rm / std if std > 1e-6 else rm
 
 
+def reward_options_problem(mode: str, scale: str) -> str | None:
+    """Why a (mode, scale) pair makes no sense, or None when it does."""
+    if mode not in REWARD_MODES:
+        return f"unknown reward mode '{mode}': expected one of {REWARD_MODES}"
+    if scale not in REWARD_SCALES:
+        return f"unknown reward scale '{scale}': expected one of {REWARD_SCALES}"
+    if scale in ("mean", "whiten") and mode == "token-shaped":
+        return f"reward scale '{scale}' would break the telescoping sum of 'token-shaped' rewards; use 'raw' or 'total-std'"
+    if scale == "mean" and mode == "sequence":
+        return "reward scale 'mean' divides token rewards by length; 'sequence' has none"
+    return None
+
+
 def rm_rewards(mode: str, token_rewards: Tensor, prefix_scores: Tensor, sequence_score: Tensor,
                response_mask: Tensor, last_index: Tensor, scale: str = "raw", alpha: float = 1.0) -> Tensor:
     """The reward model's part of the reward, per response token.  # (B, T)
@@ -54,13 +67,10 @@ def rm_rewards(mode: str, token_rewards: Tensor, prefix_scores: Tensor, sequence
     score); whiten (token rewards whitened over the batch's tokens, sequence scores over the batch);
     total-std (everything divided by the batch std of per-response totals, no centring).
     """
+    if (problem := reward_options_problem(mode, scale)) is not None:
+        raise ValueError(problem)
     T = response_mask.shape[1]
     length = response_mask.sum(dim=1, keepdim=True).clamp_min(1)  # (B, 1)
-    if scale in ("mean", "whiten") and mode == "token-shaped":
-        raise ValueError(f"reward scale '{scale}' would break the telescoping sum of 'token-shaped' rewards; "
-                         "use 'raw' or 'total-std'")
-    if scale == "mean" and mode == "sequence":
-        raise ValueError("reward scale 'mean' divides token rewards by length; 'sequence' has none")
     dense = torch.where(response_mask, token_rewards, 0.0)  # (B, T)
     if scale == "mean":
         dense = dense / length
@@ -74,10 +84,8 @@ def rm_rewards(mode: str, token_rewards: Tensor, prefix_scores: Tensor, sequence
         rm = shaped_rewards(prefix_scores, response_mask)
     elif mode == "token+sequence":
         rm = alpha * dense + at_last_index(sequence_score, last_index, T)
-    elif mode == "sequence":
+    else:  # "sequence": reward_options_problem ruled out anything else
         rm = at_last_index(sequence_score, last_index, T)
-    else:
-        raise ValueError(f"unknown reward mode '{mode}': expected one of {REWARD_MODES}")
     return total_std_scaled(rm) if scale == "total-std" else rm
 
 

@@ -17,7 +17,7 @@ from fgalign.errors import InputError
 from fgalign.rl.checkpoint import STATE_FILE, latest_checkpoint, save_checkpoint, save_policy
 from fgalign.rl.kl import make_kl_controller
 from fgalign.rl.metrics_log import MetricsLog
-from fgalign.rl.rewards import REWARD_MODES
+from fgalign.rl.rewards import reward_options_problem
 from fgalign.rl.rollout import SamplingSettings, generate
 from fgalign.rl.update import (RewardSettings, TrainingDiverged, UpdateSettings, experience_stats, make_experience,
                                ppo_update)
@@ -161,8 +161,8 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
     from fgalign.runinfo import seed_everything
     from fgalign.tasks.base import load_task
 
-    if cfg.reward not in REWARD_MODES:
-        raise InputError(f"unknown reward '{cfg.reward}': expected one of {REWARD_MODES}", field="--reward")
+    if (problem := reward_options_problem(cfg.reward, cfg.reward_scale)) is not None:
+        raise InputError(problem, field="--reward-scale")
     if cfg.batch_size < cfg.minibatches:
         raise InputError(f"batch_size {cfg.batch_size} < minibatches {cfg.minibatches}", field="--batch-size")
     out = Path(cfg.out)
