@@ -192,6 +192,7 @@ def test_hf_editor_plumbing_and_minimality_filter(tmp_path, tiny_policy_dir):
 
     # Batched greedy generation equals one-by-one generation (left padding does not change the answer).
     editor = HFEditor(tiny_policy_dir, device="cpu", batch_size=3, max_new_tokens=8)
+    assert str(editor.model.dtype) == "torch.float32"  # "auto": the dtype the checkpoint was saved in
     items = [(r["prompt"], r["rejected"], None) for r in rows]
     assert editor.edit_many(items) == [editor.edit(*it) for it in items]
 

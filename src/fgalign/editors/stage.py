@@ -73,7 +73,7 @@ class EditConfig:
     device: str = "auto"
     """Device for `--editor hf` ("auto", "cpu", "cuda")."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """Weights' dtype for `--editor hf` ("auto": bfloat16 on CUDA, float32 on CPU)."""
+    """Weights' dtype for `--editor hf` ("auto": the dtype the checkpoint was saved in)."""
     seed: int = 0
     """Random seed."""
 
