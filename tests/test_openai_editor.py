@@ -178,7 +178,8 @@ def test_counts_retries_failures_cache_and_no_key_leak(tmp_path, server, capsys)
     recs = {r.rejected: r for r in read_records(out)}
     assert recs["FENCE a bad reply"].edited == "FENCE a good reply"  # fence stripped
     assert recs["REWRITE-ONCE a bad thing here"].meta["edit_reasked"] is True
-    assert recs["a bad answer"].meta == {"editor": "openai:editor", "edit_ratio": pytest.approx(edit_ratio("a bad answer", "a good answer"), abs=1e-6)}
+    ratio = edit_ratio("a bad answer", "a good answer")
+    assert recs["a bad answer"].meta == {"editor": "openai:editor", "edit_ratio": pytest.approx(ratio, abs=1e-6)}
     errors = [json.loads(x).get("error", "") for x in progress_path(out).read_text().splitlines()[1:]]
     assert any("HTTP 400" in e and "***" in e for e in errors)  # recorded, with the echoed key scrubbed
 
@@ -263,3 +264,15 @@ def test_judge_asks_both_orders_and_cancels_position_bias(tmp_path, server):
     assert fair.compare_many(["p"], ["good x"], ["bad y"]) == [1.0]
     assert server.total("judge-fair") == before  # cached
     assert_no_key_in(tmp_path)
+
+
+@pytest.mark.parametrize("reply,verdict", [
+    ("A", "A"), ("b.", "B"), ("Response B", "B"), ("[[A]]", "A"), ("[[C]]", "tie"), ("Tie.", "tie"),
+    ('{"winner": "B"}', "B"), ('```json\n{"verdict": "Response A"}\n```', "A"), ("Output (a) is better.", "A"),
+    ("Response A is better than Response B.", "A"), ("The better response is B.", "B"), ("Verdict: A", "A"),
+    ("Both are equally good.", "tie"), ("Let me think. A is short... [[B]]", "B"), ("I cannot decide", None),
+])
+def test_parse_verdict(reply, verdict):
+    from fgalign.eval.judges import parse_verdict
+
+    assert parse_verdict(reply) == verdict

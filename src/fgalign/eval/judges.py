@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -69,8 +70,8 @@ _CLAIM = re.compile(  # "the better response is B", "Verdict: A", "winner - Resp
     r"(?:better|best|winner|verdict|answer|choice|prefer(?:red)?)\s*(?:response|answer|one)?\s*(?:is|:|-|=)\s*"
     r"(?:response\s*|answer\s*|assistant\s*|output\s*)?\(?([ab]|tie)\)?\b", re.IGNORECASE)
 _SUBJECT = re.compile(  # "Response A is better", "A is clearly better"
-    r"(?:response\s*|answer\s*|assistant\s*|output\s*)?\(?\b([ab])\b\)?\s+is\s+(?:\w+\s+)?(?:better|superior|preferred)",
-    re.IGNORECASE)
+    r"(?:response\s*|answer\s*|assistant\s*|output\s*)?\(?\b([ab])\b\)?\s+is\s+(?:\w+\s+)?"
+    r"(?:better|superior|preferred)", re.IGNORECASE)
 _NAMED = re.compile(r"\b(?:response|answer|assistant|output)\s*\(?([ab])\)?\b", re.IGNORECASE)
 
 
@@ -123,7 +124,8 @@ class OpenAIJudge:
                                  backoff_base=backoff_base, cache_dir=cache_dir, params=params)
         self.concurrency = concurrency
         self.name = f"openai:{model}"
-        self.unparsed = 0
+        self.unparsed = 0  # replies no verdict could be read from (scored as ties)
+        self._lock = threading.Lock()
 
     def verdict(self, prompt: str, first: str, second: str) -> str:
         """The judge's pick in one order: "A" (first), "B" (second) or "tie" (also for an unreadable reply)."""
@@ -131,7 +133,8 @@ class OpenAIJudge:
                     {"role": "user", "content": USER.format(prompt=prompt, a=first, b=second)}]
         v = parse_verdict(self.client.complete(messages))
         if v is None:
-            self.unparsed += 1  # counted, not retried: a greedy judge would say the same again
+            with self._lock:  # counted, not retried: a greedy judge would say the same again
+                self.unparsed += 1
             return "tie"
         return v
 
