@@ -52,6 +52,8 @@ class RewardConfig:
     """Peak learning rate (linear decay)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
+    optim: str = "adamw_torch"
+    """Optimizer, by its HF Trainer name (adamw_torch, sgd, adafactor, ...)."""
     warmup_ratio: float = 0.05
     """Fraction of steps with linear warm-up."""
     max_length: int = 0
@@ -178,10 +180,12 @@ def training_args(cfg: RewardConfig, output_dir: Path):
 
     return TrainingArguments(
         output_dir=str(output_dir), per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
+        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, weight_decay=cfg.weight_decay, optim=cfg.optim,
         warmup_steps=cfg.warmup_ratio, lr_scheduler_type="linear", num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps, seed=cfg.seed, data_seed=cfg.seed, bf16=cfg.bf16,
-        use_cpu=cfg.device == "cpu", logging_steps=cfg.logging_steps, report_to=cfg.report_to,
+        # use_cpu also makes accelerate's multi-process launch on a CPU machine real (gloo): without it
+        # each process quietly trains alone.
+        use_cpu=cfg.device == "cpu" or not torch.cuda.is_available(), logging_steps=cfg.logging_steps, report_to=cfg.report_to,
         save_strategy="steps" if cfg.save_steps > 0 else "no", save_steps=max(cfg.save_steps, 1),
         remove_unused_columns=False, dataloader_num_workers=0,
         disable_tqdm=True, ddp_find_unused_parameters=False)
