@@ -156,12 +156,12 @@ class ListWorld:
     def demonstrate(self, prompt: str, rng: random.Random) -> str:
         """The noisy demonstrator: a correct answer with independent, local mistakes."""
         p = parse_prompt(prompt)
-        n = p.n + (rng.choice((-1, 1)) if rng.random() < self.p_count else 0)
-        good = rng.sample(p.allowed(), max(n, 1))
+        n = max(1, p.n + (rng.choice((-1, 1)) if rng.random() < self.p_count else 0))
+        good = rng.sample(p.allowed(), n)
         others = [x for c, items in CATEGORIES.items() if c != p.category for x in items]
         items: list[str] = []
         chunks = []
-        for i in range(max(n, 1)):
+        for i in range(n):
             u, item = rng.random(), good[i]
             if u < self.p_wrong:
                 item = rng.choice(others)
