@@ -1,0 +1,242 @@
+"""`fgalign pipeline`: SFT → sample → edit → three reward models → PPO per method and seed → eval → report.
+
+Every method runs the same PPO with the same iterations, target KL and settings; only the reward differs.
+Checkpoints are selected on validation prompts and reported on separate test prompts (DESIGN §6: every
+method over-optimises). Stages whose outputs exist are skipped unless --force.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from fgalign.configfile import from_dict, read_yaml
+from fgalign.errors import InputError
+from fgalign.runinfo import library_versions, write_json
+
+# The methods of the comparison: which reward model, which reward mode. The config may add or override.
+DEFAULT_METHODS = {
+    "ppo-seq": {"rm": "rm-seq", "reward": "sequence"},
+    "ppo-seq-edit": {"rm": "rm-seq-edit", "reward": "sequence"},
+    "ppo-token": {"rm": "rm-token", "reward": "token"},
+    "ppo-token-shaped": {"rm": "rm-token", "reward": "token-shaped"},
+    "ppo-token-eos": {"rm": "rm-token", "reward": "sequence"},  # control: token RM's score at EOS only
+}
+# The reward models: RewardConfig options of each.
+DEFAULT_RMS = {
+    "rm-token": {"level": "token"},
+    "rm-seq": {"level": "sequence", "pairs": "preference"},
+    "rm-seq-edit": {"level": "sequence", "pairs": "edit"},
+}
+
+
+@dataclass
+class PipelineConfig:
+    """Run the whole comparison from a YAML config."""
+
+    config: str
+    """YAML file: task, seeds, and options per stage (sft, sample, edit, rm, ppo, eval, methods)."""
+    out: str
+    """Run directory; every stage writes inside it."""
+    seeds: list[int] | None = None
+    """PPO seeds (overrides the config's `seeds`); SFT, pairs and reward models are shared by all seeds."""
+    methods: list[str] | None = None
+    """Run only these methods (default: all in the config)."""
+    force: bool = False
+    """Redo stages whose outputs exist."""
+
+
+class Stages:
+    """Runs named stages, skipping those whose output exists and naming the one that fails."""
+
+    def __init__(self, run_dir: Path, force: bool):
+        self.run_dir, self.force, self.times = run_dir, force, {}
+
+    def __call__(self, name: str, output: Path, fn: Callable[[], Any]) -> bool:
+        if output.exists() and not self.force:
+            print(f"[pipeline] {name}: exists, skipped ({output})")
+            return False
+        if output.exists():
+            shutil.rmtree(output) if output.is_dir() else output.unlink()
+        print(f"[pipeline] {name} ...")
+        started = time.time()
+        try:
+            fn()
+        except InputError as e:
+            raise InputError(f"stage '{name}' failed: {e}") from None
+        except Exception as e:
+            raise RuntimeError(f"pipeline stage '{name}' failed ({type(e).__name__}: {e}); "
+                               f"earlier outputs in {self.run_dir} are intact, rerun to continue") from e
+        self.times[name] = round(time.time() - started, 1)
+        return True
+
+
+def build_configs(raw: dict, run: Path, path: str) -> dict[str, Any]:
+    """Stage configs from the YAML dict, each checked for unknown keys."""
+    from fgalign.data.sample import SampleConfig
+    from fgalign.editors.stage import EditConfig
+    from fgalign.train.sft import SFTConfig
+
+    task = raw.get("task", "default")
+    known = {"task", "seeds", "sft", "sample", "heldout", "edit", "rm", "rms", "ppo", "eval", "methods"}
+    for key in raw:
+        if key not in known:
+            raise InputError(f"unknown section '{key}'; expected one of {sorted(known)}", path=path, field=key)
+    cfgs = {
+        "task": task,
+        "sft": from_dict(SFTConfig, raw.get("sft", {}), "sft", path, out=str(run / "sft"), task=task),
+        "sample": from_dict(SampleConfig, raw.get("sample", {}), "sample", path, policy=str(run / "sft"),
+                            out=str(run / "pairs.jsonl"), task=task, split="train"),
+        "heldout": from_dict(SampleConfig, raw.get("heldout", {"n": 300}), "heldout", path,
+                             policy=str(run / "sft"), out=str(run / "heldout_pairs.jsonl"), task=task, split="valid"),
+        "edit": from_dict(EditConfig, raw.get("edit", {}), "edit", path, in_=str(run / "pairs.jsonl"),
+                          out=str(run / "edits.jsonl"), editor="task", task=task),
+    }
+    cfgs["edit_heldout"] = dataclasses.replace(cfgs["edit"], in_=str(run / "heldout_pairs.jsonl"),
+                                               out=str(run / "heldout_edits.jsonl"))
+    cfgs["rm_common"] = raw.get("rm", {})
+    cfgs["rms"] = {**DEFAULT_RMS, **raw.get("rms", {})}
+    cfgs["ppo"] = raw.get("ppo", {})
+    cfgs["eval"] = {"n_valid": 200, "n_test": 400, "judge": "task", **raw.get("eval", {})}
+    cfgs["methods"] = {**DEFAULT_METHODS, **(raw.get("methods") or {})}
+    return cfgs
+
+
+def run_ppo_method(name: str, spec: dict, seed: int, cfgs: dict, run: Path, evaluators: dict) -> dict:
+    """One PPO run with validation evals along the way; then the best validation checkpoint on test."""
+    from fgalign.models.policy import load_causal_lm
+    from fgalign.rl.trainer import PPOConfig, train_ppo
+
+    out = run / "ppo" / name / f"seed{seed}"
+    options = {**cfgs["ppo"], **{k: v for k, v in spec.items() if k not in ("rm",)}}
+    ppo_cfg = from_dict(PPOConfig, options, f"methods.{name}", None, policy=str(run / "sft"),
+                        rm=str(run / spec["rm"]), out=str(out), task=cfgs["task"], seed=seed,
+                        keep_eval_checkpoints=True)
+    result = train_ppo(ppo_cfg, eval_fn=evaluators["valid"])
+    evals = result["evals"]
+    best = max(evals, key=lambda e: (e["eval_win_rate"], -e["iteration"]))
+    best_dir = out / "eval_checkpoints" / f"iter_{best['iteration']:06d}"
+    test = evaluators["test"](load_causal_lm(best_dir).eval(), best["iteration"])
+    last = result["final"]
+    summary = {
+        "method": name, "seed": seed, "rm": spec["rm"], "reward": ppo_cfg.reward,
+        "selected_iteration": best["iteration"], "test": test,
+        "win_rate": test["win_rate"], "ci95": test["ci95"],
+        "valid_curve": [{"iteration": e["iteration"], "win_rate": e["eval_win_rate"],
+                         "kl": next((h.get("kl_k1") for h in result["history"] if h["iteration"] == e["iteration"]), None)}
+                        for e in evals],
+        "history": [{k: h.get(k) for k in ("iteration", "rm_score", "kl_k1", "kl_k3", "beta", "response_length",
+                                            "truncation_rate", "task_score")} for h in result["history"]],
+        "final_kl": last.get("kl_k1"), "final_length": last.get("response_length"),
+        "final_truncation": last.get("truncation_rate"),
+    }
+    write_json(out / "summary.json", summary)
+    shutil.rmtree(out / "eval_checkpoints", ignore_errors=True)  # keep the selected one only
+    return summary
+
+
+def make_evaluators(cfgs: dict, run: Path) -> dict:
+    """Validation and test evaluators with the SFT reference's responses sampled once for every method."""
+    from fgalign.eval.winrate import build_evaluator, make_judge
+    from fgalign.models.generate import SamplingConfig
+    from fgalign.models.policy import load_causal_lm, load_tokenizer
+    from fgalign.tasks import load_task
+
+    task = load_task(cfgs["task"])
+    tokenizer = load_tokenizer(run / "sft")
+    sft = load_causal_lm(run / "sft").eval()
+    ev = cfgs["eval"]
+    judge = make_judge(ev["judge"], task)
+    sampling = SamplingConfig(max_new_tokens=cfgs["ppo"].get("max_new_tokens", 24))
+    return {split: build_evaluator(task, judge, sft, tokenizer, split, ev[f"n_{split}"], 1000 + i, sampling)
+            for i, split in enumerate(("valid", "test"))}
+
+
+def run(cfg: PipelineConfig) -> dict:
+    from fgalign.data import read_records
+    from fgalign.data.sample import run as sample
+    from fgalign.editors.stage import run as edit
+    from fgalign.eval.rm_eval import evaluate_rm
+    from fgalign.models.reward import load_reward_model
+    from fgalign.train.reward import RewardConfig, run as train_rm
+    from fgalign.train.sft import run as sft
+
+    raw = read_yaml(cfg.config)
+    run_dir = Path(cfg.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfgs = build_configs(raw, run_dir, cfg.config)
+    seeds = cfg.seeds if cfg.seeds is not None else raw.get("seeds", [0])
+    methods = {m: s for m, s in cfgs["methods"].items() if cfg.methods is None or m in cfg.methods}
+    if cfg.methods and (unknown := set(cfg.methods) - set(cfgs["methods"])):
+        raise InputError(f"unknown method(s) {sorted(unknown)}; expected {sorted(cfgs['methods'])}", field="--methods")
+    (run_dir / "pipeline_config.yaml").write_text(Path(cfg.config).read_text())
+    stage = Stages(run_dir, cfg.force)
+    started = time.time()
+
+    stage("sft", run_dir / "sft", lambda: sft(cfgs["sft"]))
+    stage("sample", run_dir / "pairs.jsonl", lambda: sample(cfgs["sample"]))
+    stage("edit", run_dir / "edits.jsonl", lambda: edit(cfgs["edit"]))
+    stage("sample held-out", run_dir / "heldout_pairs.jsonl", lambda: sample(cfgs["heldout"]))
+    stage("edit held-out", run_dir / "heldout_edits.jsonl", lambda: edit(cfgs["edit_heldout"]))
+    needed_rms = {spec["rm"] for spec in methods.values()}
+    rm_metrics = {}
+    heldout = read_records(run_dir / "heldout_edits.jsonl")
+    for rm_name in sorted(needed_rms):
+        if rm_name not in cfgs["rms"]:
+            raise InputError(f"method uses unknown reward model '{rm_name}'; define it under `rms`", field="methods")
+        rm_cfg = from_dict(RewardConfig, {**cfgs["rm_common"], **cfgs["rms"][rm_name]}, f"rms.{rm_name}",
+                           cfg.config, data=str(run_dir / "edits.jsonl"), out=str(run_dir / rm_name),
+                           model=str(run_dir / "sft"))
+        stage(f"train-rm {rm_name}", run_dir / rm_name, lambda c=rm_cfg: train_rm(c))
+        metrics_path = run_dir / rm_name / "eval_heldout.json"
+        if not metrics_path.exists() or cfg.force:
+            write_json(metrics_path, evaluate_rm(load_reward_model(run_dir / rm_name), heldout))
+        rm_metrics[rm_name] = json.loads(metrics_path.read_text())
+
+    evaluators = make_evaluators(cfgs, run_dir)
+    results: dict[str, Any] = {"methods": {}, "reward_models": rm_metrics, "seeds": seeds}
+    for name, spec in methods.items():
+        per_seed = {}
+        for seed in seeds:
+            summary_path = run_dir / "ppo" / name / f"seed{seed}" / "summary.json"
+            if summary_path.exists() and not cfg.force:
+                print(f"[pipeline] ppo {name} seed {seed}: exists, skipped")
+                per_seed[seed] = json.loads(summary_path.read_text())
+                continue
+            t0 = time.time()
+            print(f"[pipeline] ppo {name} seed {seed} ...")
+            try:
+                per_seed[seed] = run_ppo_method(name, spec, seed, cfgs, run_dir, evaluators)
+            except InputError:
+                raise
+            except Exception as e:
+                raise RuntimeError(f"pipeline stage 'ppo {name} seed {seed}' failed ({type(e).__name__}: {e}); "
+                                   f"earlier outputs are intact, rerun to continue") from e
+            stage.times[f"ppo {name} seed {seed}"] = round(time.time() - t0, 1)
+        results["methods"][name] = aggregate(per_seed)
+
+    results.update(stage_seconds=stage.times, total_seconds=round(time.time() - started, 1),
+                   versions=library_versions(), config=raw, command=f"fgalign pipeline --config {cfg.config} --out {cfg.out}")
+    write_json(run_dir / "results.json", results)
+    from fgalign.report.summary import write_report
+
+    report = write_report(run_dir, results, cfgs)
+    print(f"[pipeline] done in {results['total_seconds']:.0f}s: {run_dir / 'results.json'}, {report}")
+    return results
+
+
+def aggregate(per_seed: dict) -> dict:
+    """Mean and spread over seeds of the final (test) win rate, KL and length."""
+    import numpy as np
+
+    def stat(key):
+        v = np.array([s[key] for s in per_seed.values() if s.get(key) is not None], dtype=float)
+        return {"mean": float(v.mean()) if len(v) else None, "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
+
+    return {"seeds": {str(k): v for k, v in per_seed.items()}, "win_rate": stat("win_rate"),
+            "kl": stat("final_kl"), "length": stat("final_length"), "truncation": stat("final_truncation"),
+            "selected_iteration": stat("selected_iteration")}

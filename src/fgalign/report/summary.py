@@ -1,0 +1,187 @@
+"""The pipeline's report: a table, curves, the mistakes left per method, and token heatmaps."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def _fmt(stat: dict | None, digits: int = 3) -> str:
+    if not stat or stat.get("mean") is None:
+        return "–"
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}" if stat.get("std") else f"{stat['mean']:.{digits}f}"
+
+
+def results_table(results: dict) -> str:
+    """Markdown table: method, test win rate vs SFT (mean ± std over seeds), RM accuracies, KL, length."""
+    rms = results.get("reward_models", {})
+    lines = ["| method | reward model | reward | win rate vs SFT (test) | RM pair acc. | KL (nats) | length | truncated |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, agg in results["methods"].items():
+        first = next(iter(agg["seeds"].values()))
+        rm = rms.get(first["rm"], {})
+        acc = rm.get("pair_accuracy")
+        lines.append(f"| {name} | {first['rm']} | {first['reward']} | {_fmt(agg['win_rate'])} | "
+                     f"{'–' if acc is None else f'{acc:.3f}'} | {_fmt(agg['kl'], 2)} | {_fmt(agg['length'], 1)} | "
+                     f"{_fmt(agg['truncation'], 2)} |")
+    return "\n".join(lines)
+
+
+def rm_table(results: dict) -> str:
+    keys = [("pair_accuracy", "pair acc."), ("edit_accuracy", "edit acc."), ("auc_inserted_vs_deleted", "AUC +1/−1"),
+            ("auc_kept_vs_deleted_in_rejected", "AUC kept/−1"), ("kept_mean_over_edited_abs_mean", "kept mean ÷ mean abs edited"),
+            ("corr_total_reward_length", "corr(sum r, len)")]
+    lines = ["| reward model | " + " | ".join(k[1] for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for name, m in results.get("reward_models", {}).items():
+        cells = [f"{m[k]:.3f}" if isinstance(m.get(k), (int, float)) else "–" for k, _ in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _curves(results: dict, key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per method: iterations and the mean over seeds of a history quantity."""
+    out = {}
+    for name, agg in results["methods"].items():
+        runs = [s["history"] for s in agg["seeds"].values()]
+        n = min(map(len, runs))
+        its = np.array([h["iteration"] for h in runs[0][:n]])
+        vals = np.array([[h.get(key) if h.get(key) is not None else np.nan for h in r[:n]] for r in runs], dtype=float)
+        out[name] = (its, np.nanmean(vals, axis=0))
+    return out
+
+
+def plot_all(results: dict, run_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, agg in results["methods"].items():
+        curves = [s["valid_curve"] for s in agg["seeds"].values()]
+        n = min(map(len, curves))
+        its = [c["iteration"] for c in curves[0][:n]]
+        win = np.mean([[c["win_rate"] for c in cur[:n]] for cur in curves], axis=0)
+        ax.plot(its, win, marker="o", label=name)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="PPO iteration", ylabel="win rate vs SFT (validation)", title="Win rate vs iteration")
+    ax.legend(fontsize=8)
+    files.append(_save(fig, run_dir / "plots" / "winrate_vs_iteration.png"))
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, agg in results["methods"].items():
+        pts = [(c["kl"], c["win_rate"]) for s in agg["seeds"].values() for c in s["valid_curve"] if c["kl"] is not None]
+        if pts:
+            ax.scatter(*zip(*pts), label=name, s=14)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="KL to SFT (nats per response)", ylabel="win rate vs SFT (validation)", title="Win rate vs KL")
+    ax.legend(fontsize=8)
+    files.append(_save(fig, run_dir / "plots" / "winrate_vs_kl.png"))
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, (key, label) in zip(axes, [("task_score", "oracle score of rollouts"), ("kl_k1", "KL (k1, nats)"),
+                                       ("response_length", "response length (tokens)")]):
+        for name, (its, vals) in _curves(results, key).items():
+            ax.plot(its, vals, label=name)
+        ax.set(xlabel="PPO iteration", title=label)
+    axes[0].legend(fontsize=7)
+    files.append(_save(fig, run_dir / "plots" / "training_curves.png"))
+    return files
+
+
+def _save(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def mistakes_table(results: dict) -> str | None:
+    rows = {}
+    for name, agg in results["methods"].items():
+        per_seed = [s["test"]["policy"].get("mistakes") for s in agg["seeds"].values()]
+        if all(per_seed):
+            kinds = sorted(per_seed[0])
+            rows[name] = {k: float(np.mean([m.get(k, 0.0) for m in per_seed])) for k in kinds}
+    if not rows:
+        return None
+    kinds = sorted(next(iter(rows.values())))
+    first = next(iter(next(iter(results["methods"].values()))["seeds"].values()))
+    rows = {"SFT (reference)": first["test"]["reference"].get("mistakes", {}), **rows}
+    lines = ["| policy | " + " | ".join(kinds) + " |", "|---" * (len(kinds) + 1) + "|"]
+    for name, row in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{row.get(k, 0.0):.3f}" for k in kinds) + " |")
+    return "\n".join(lines)
+
+
+def heatmaps(results: dict, run_dir: Path, n: int = 4) -> str | None:
+    """HTML page: token-RM rewards on SFT responses and on the token-PPO policy's responses to the same prompts."""
+    from fgalign.models.reward import load_reward_model
+    from fgalign.report.heatmap import heatmap_html
+
+    rm_dir = run_dir / "rm-token"
+    if not (rm_dir / "config.json").exists():
+        return None
+    rm = load_reward_model(rm_dir)
+    sections = []
+    for name in ("ppo-token", "ppo-token-shaped", "ppo-seq"):
+        agg = results["methods"].get(name)
+        if not agg:
+            continue
+        examples = next(iter(agg["seeds"].values()))["test"]["examples"][:n]
+        for ex in examples:
+            for who in ("reference", "policy"):
+                out = rm.score_texts([ex["prompt"]], [ex[who]])
+                ids = rm.tokenizer(ex[who], add_special_tokens=False)["input_ids"] + [rm.tokenizer.eos_token_id]
+                pieces = [rm.tokenizer.decode([i]) for i in ids]
+                rewards = out.token_rewards[0, : len(ids)].tolist()
+                label = "SFT" if who == "reference" else name
+                sections.append(f"<p><b>{label}</b> — <code>{_esc(ex['prompt'])}</code><br>{heatmap_html(pieces, rewards)}</p>")
+    path = run_dir / "heatmaps.html"
+    path.write_text("<html><meta charset='utf-8'><body style='font-family:sans-serif'><h2>Token RM rewards, "
+                    "before (SFT) and after PPO</h2>" + "\n".join(sections) + "</body></html>")
+    return str(path)
+
+
+def _esc(s: str) -> str:
+    import html
+
+    return html.escape(s)
+
+
+def write_report(run_dir: Path, results: dict, cfgs: dict | None = None) -> Path:
+    plots = plot_all(results, run_dir)
+    try:
+        heat = heatmaps(results, run_dir)
+    except Exception as e:  # noqa: BLE001 - a report must not fail because of a picture
+        heat, _ = None, print(f"[report] heatmaps skipped: {e}")
+    mistakes = mistakes_table(results)
+    seeds = results.get("seeds", [])
+    parts = [
+        f"# fgalign report — {results['config'].get('task', 'default')} world",
+        f"Generated {dt.date.today().isoformat()}; seeds {seeds}; total {results['total_seconds']:.0f} s.",
+        "## Policies (win rate against the SFT model on held-out test prompts, best validation checkpoint)",
+        results_table(results),
+        "## Reward models (held-out edit pairs)", rm_table(results),
+    ]
+    if mistakes:
+        parts += ["## Mistakes left per response (test prompts, task diagnosis)", mistakes]
+    parts += ["## Curves"] + [f"![{Path(p).stem}](plots/{Path(p).name})" for p in plots]
+    if heat:
+        parts.append(f"Token heatmaps before/after PPO: [heatmaps.html](heatmaps.html)")
+    parts += ["## Reproduce", f"```\n{results['command']}\n```", "Config:",
+              f"```yaml\n{(run_dir / 'pipeline_config.yaml').read_text()}```",
+              "## Wall time per stage (s)", "| stage | seconds |\n|---|---|\n" +
+              "\n".join(f"| {k} | {v} |" for k, v in results["stage_seconds"].items()),
+              "## Library versions", "```\n" + json.dumps(results["versions"], indent=1) + "\n```"]
+    path = run_dir / "report.md"
+    path.write_text("\n\n".join(parts) + "\n")
+    return path
+
+
