@@ -1,0 +1,50 @@
+"""The whole pipeline end to end on a micro config: every stage, every method, the report; reruns skip stages."""
+import json
+import time
+
+import pytest
+
+from fgalign.cli import main
+from fgalign.eval.winrate import bootstrap_interval, repetition
+
+
+def test_bootstrap_and_repetition():
+    lo, hi = bootstrap_interval([1.0] * 30 + [0.0] * 10, seed=0)
+    assert lo < 0.75 < hi and 0.55 < lo and hi < 0.9
+    assert bootstrap_interval([0.5] * 20) == (0.5, 0.5)
+    assert repetition(" apple, apple, pear.") == pytest.approx(1 / 3)
+    assert repetition(" apple, pear.") == 0.0
+
+
+def test_micro_pipeline_end_to_end(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["pipeline", "--config", "configs/micro.yaml", "--out", str(run)]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert set(results["methods"]) == {"ppo-seq", "ppo-seq-edit", "ppo-token", "ppo-token-shaped", "ppo-token-eos"}
+    for name, agg in results["methods"].items():
+        seed0 = agg["seeds"]["0"]
+        assert 0.0 <= agg["win_rate"]["mean"] <= 1.0
+        assert seed0["ci95"][0] <= seed0["win_rate"] <= seed0["ci95"][1]
+        assert [c["iteration"] for c in seed0["valid_curve"]] == [1, 2]
+        assert (run / "ppo" / name / "seed0" / "config.json").exists()  # the final policy loads with transformers
+    assert results["reward_models"]["rm-token"]["level"] == "token"
+    report = (run / "report.md").read_text()
+    assert "| ppo-token |" in report and "winrate_vs_iteration.png" in report
+    for png in ("winrate_vs_iteration", "winrate_vs_kl", "training_curves"):
+        assert (run / "plots" / f"{png}.png").stat().st_size > 1000
+
+    # A rerun skips every stage whose output exists.
+    capsys.readouterr()
+    t0 = time.time()
+    assert main(["pipeline", "--config", "configs/micro.yaml", "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "sft: exists, skipped" in out and "ppo ppo-token seed 0: exists, skipped" in out
+    assert time.time() - t0 < 60
+
+
+def test_bad_config_names_the_key(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("task: default\nsft: {n_exampels: 10}\n")
+    assert main(["pipeline", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "sft.n_exampels" in err and "unknown option" in err and str(cfg) in err
