@@ -129,10 +129,11 @@ def policy_logprobs(model, rollout: Rollout, temperature: float = 1.0,
 
     Runs with gradients when the caller has them enabled (the PPO update uses it too).
     """
-    P = rollout.prompt_ids.shape[1]
+    T = rollout.response_ids.shape[1]
+    # Only the last T + 1 positions need the LM head: position P-1+t predicts response token t.
     logits = model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
-                   position_ids=rollout.position_ids, use_cache=False).logits
-    logits = logits[:, P - 1:-1] / temperature  # (B, T, V): position P-1+t predicts response token t
+                   position_ids=rollout.position_ids, use_cache=False, logits_to_keep=T + 1).logits
+    logits = logits[:, :-1] / temperature  # (B, T, V)
     mask = rollout.response_mask
     logprobs = torch.where(mask, logprobs_from_logits(logits, rollout.response_ids), 0.0)
     entropy = torch.where(mask, entropy_from_logits(logits), 0.0) if with_entropy else None
