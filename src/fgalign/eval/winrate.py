@@ -45,6 +45,8 @@ class EvalConfig:
     """Model name for --judge openai."""
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the API key for --judge openai (never passed on the command line)."""
+    concurrency: int = 8
+    """Judge requests in flight at once (--judge openai); replies are cached beside the output."""
     out: str | None = None
     """Where to write the JSON result (default: POLICY/eval_<judge>_<split>.json)."""
     device: str = "auto"
@@ -95,7 +97,9 @@ def make_judge(spec: str, task, cfg: EvalConfig | None = None):
     if spec == "openai":
         if cfg is None or not cfg.base_url or not cfg.model:
             raise InputError("--judge openai needs --base-url and --model", field="--judge")
-        return judges.OpenAIJudge(base_url=cfg.base_url, model=cfg.model, api_key_env=cfg.api_key_env)
+        cache = Path(cfg.out).parent if cfg.out else Path(cfg.policy)
+        return judges.OpenAIJudge(base_url=cfg.base_url, model=cfg.model, api_key_env=cfg.api_key_env,
+                                  cache_dir=cache / "llm-cache", concurrency=cfg.concurrency)
     raise InputError(f"unknown judge '{spec}': expected task, rm:PATH or openai", field="--judge")
 
 
