@@ -6,6 +6,7 @@ log, evaluate, checkpoint. Runs single-process or under `accelerate launch` (one
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,8 +191,9 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
     if not pool or min(map(len, pool)) == 0:
         raise InputError("the task gave no prompts, or an empty one", field="--task")
 
-    opt_policy = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr)
-    opt_value = torch.optim.AdamW(value.parameters(), lr=cfg.value_lr)
+    # Fused AdamW: one kernel for all parameters (CPU and CUDA); measurably faster for many small tensors.
+    opt_policy = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, fused=True)
+    opt_value = torch.optim.AdamW(value.parameters(), lr=cfg.value_lr, fused=True)
     policy, value, opt_policy, opt_value = accelerator.prepare(policy, value, opt_policy, opt_value)
     if ref_model is not None:
         ref_model = ref_model.to(accelerator.device)
@@ -202,8 +204,6 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
         ckpt = latest_checkpoint(out)
         if ckpt is None:
             raise InputError("--resume: no checkpoint found", path=str(out / "checkpoints"))
-        import json
-
         accelerator.load_state(str(ckpt))  # models, optimizers, every rank's RNG states
         state = json.loads((ckpt / STATE_FILE).read_text())
         start = state["iteration"]
