@@ -119,7 +119,9 @@ def ppo_update(exp: Experience, policy, value_model, optimizers, us: UpdateSetti
             pl = policy_loss(logprobs, exp.logprobs[idx], exp.advantages[idx], mask, us.clip)
             vl = value_loss(values_of(value_model, mb), exp.values[idx], exp.returns[idx], mask, us.value_clip)
             mean_entropy = masked_mean(entropy, mask)
-            loss = pl.loss + us.vf_coef * vl.loss - us.entropy_coef * mean_entropy
+            loss = pl.loss + us.vf_coef * vl.loss
+            if us.entropy_coef:  # otherwise keep the entropy out of the graph: no backward through it
+                loss = loss - us.entropy_coef * mean_entropy
             check_finite("loss", loss.detach(), iteration)
             if accelerator is not None:
                 accelerator.backward(loss)
