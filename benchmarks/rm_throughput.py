@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/rm_throughput.py [--rounds 3 --steps 60 --batch 16 --threads 2]
 
-TRL lives in its own virtualenv (benchmarks/.venv-trl, created on first use with trl==1.16.0 and the same
+TRL lives in its own virtualenv (benchmarks/.venv-trl-1.16.0, created on first use with trl==1.16.0 and the same
 torch/transformers/accelerate versions as ours, torch pinned in the same pip command so pip never pulls a
 CUDA build). Both sides are the HF Trainer on the CPU, so `train_runtime` means the same thing in both;
 each measurement is a fresh process, and the two run alternately so that machine load hits both alike.
@@ -32,7 +32,8 @@ def versions() -> dict[str, str]:
 
 def ensure_trl_venv(venv: Path) -> Path:
     python = venv / "bin" / "python"
-    if python.exists():
+    if python.exists() and subprocess.run([str(python), "-c", f"import trl; assert trl.__version__ == '{TRL_VERSION}'"],
+                                          capture_output=True).returncode == 0:
         return python
     v = versions()
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
@@ -115,7 +116,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "fgalign_rm_throughput")
-    ap.add_argument("--trl-venv", type=Path, default=HERE / ".venv-trl")
+    ap.add_argument("--trl-venv", type=Path, default=HERE / f".venv-trl-{TRL_VERSION}")
     ap.add_argument("--worker", choices=["fgalign", "trl"], help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
