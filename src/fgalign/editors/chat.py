@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import openai
 
 from fgalign.editors.cache import ResponseCache, request_key
 from fgalign.errors import InputError
@@ -40,6 +39,8 @@ class ChatClient:
         # Local servers (vLLM, Ollama) accept any key; the client insists on a non-empty one.
         self._key = os.environ.get(api_key_env) or "EMPTY"
         self.key_from_env = api_key_env in os.environ
+        import openai  # imported here so that the task editor works without the openai package
+
         # The client's own retries are off: ours are counted, logged and bounded by our settings.
         self._client = openai.OpenAI(base_url=base_url, api_key=self._key, timeout=timeout, max_retries=0)
         self.max_retries, self.backoff_base, self.backoff_max = max_retries, backoff_base, backoff_max
@@ -79,6 +80,8 @@ class ChatClient:
 
     def complete(self, messages: list[dict[str, str]], **params: Any) -> str:
         """The reply text to `messages`, from the cache or the server; raises RequestFailed."""
+        import openai
+
         params = {**self.params, **params}
         key = request_key(self.model, messages, params)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
