@@ -180,6 +180,7 @@ def run(cfg: PipelineConfig) -> dict:
     stage("sft", run_dir / "sft", lambda: sft(cfgs["sft"]))
     stage("sample", run_dir / "pairs.jsonl", lambda: sample(cfgs["sample"]))
     stage("edit", run_dir / "edits.jsonl", lambda: edit(cfgs["edit"]))
+    show_edits(run_dir / "edits.jsonl", run_dir / "sft")
     stage("sample held-out", run_dir / "heldout_pairs.jsonl", lambda: sample(cfgs["heldout"]))
     stage("edit held-out", run_dir / "heldout_edits.jsonl", lambda: edit(cfgs["edit_heldout"]))
     needed_rms = {spec["rm"] for spec in methods.values()}
@@ -227,6 +228,20 @@ def run(cfg: PipelineConfig) -> dict:
     report = write_report(run_dir, results, cfgs)
     print(f"[pipeline] done in {results['total_seconds']:.0f}s: {run_dir / 'results.json'}, {report}")
     return results
+
+
+def show_edits(edits: Path, tokenizer_dir: Path, n: int = 4) -> None:
+    """Print a few edit pairs with the labelled tokens marked: what the token reward model learns from."""
+    from fgalign.data import read_records
+    from fgalign.labels.project import label_pair
+    from fgalign.labels.stage import marked_text
+    from fgalign.models.policy import load_tokenizer
+
+    tok = load_tokenizer(tokenizer_dir)
+    for rec in read_records(edits, require_edited=True)[:n]:
+        lab = label_pair(tok, rec.prompt, rec.rejected, rec.edited, mode="chars")
+        print(f"  {rec.prompt}\n    original: {marked_text(tok, lab['rejected_ids'], lab['rejected_labels'])}"
+              f"\n    edited:   {marked_text(tok, lab['edited_ids'], lab['edited_labels'])}")
 
 
 def aggregate(per_seed: dict) -> dict:
