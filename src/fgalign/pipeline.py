@@ -226,6 +226,9 @@ def run(cfg: PipelineConfig) -> dict:
     from fgalign.report.summary import write_report
 
     report = write_report(run_dir, results, cfgs)
+    from fgalign.report.summary import results_table
+
+    print("\n" + results_table(results) + "\n")
     print(f"[pipeline] done in {results['total_seconds']:.0f}s: {run_dir / 'results.json'}, {report}")
     return results
 
