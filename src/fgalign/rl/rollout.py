@@ -12,17 +12,13 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
+from fgalign.models.generate import SamplingConfig
 from fgalign.rl.ppo import entropy_from_logits, logprobs_from_logits
 
 
-@dataclass
-class SamplingSettings:
-    """How PPO samples its responses (temperature 1, no top-k/top-p: samples from π itself)."""
-
-    max_new_tokens: int = 24
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
+# One set of sampling settings for PPO rollouts and for text sampling (pairs, evaluation): the same knobs,
+# so a policy is evaluated with exactly the settings it was trained with.
+SamplingSettings = SamplingConfig
 
 
 @dataclass
