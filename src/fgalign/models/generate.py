@@ -1,7 +1,7 @@
 """Text-level sampling from a causal LM (for preference pairs and evaluation).
 
 PPO's rollout keeps ids, masks and log-probs (`fgalign.rl.rollout`); this is the plain "prompts in, strings out"
-path, with the same sampling settings and the same tokenization rule.
+path on top of it, with the same sampling settings and the same tokenization rule.
 """
 from __future__ import annotations
 
@@ -28,32 +28,17 @@ class SamplingConfig:
     """Prompts per generate call."""
 
 
-@torch.no_grad()
-def sample_responses(model, tokenizer, prompts: list[str], cfg: SamplingConfig, seed: int,
-                     greedy: bool = False) -> list[str]:
+def sample_responses(model, tokenizer, prompts: list[str], cfg: SamplingConfig, seed: int) -> list[str]:
     """One sampled response per prompt, decoded without the EOS, in the order of `prompts`.
 
-    Seeded per call (a torch.Generator is not accepted by `generate`, so the global RNG is seeded here).
+    The same sampler as PPO's rollouts (`fgalign.rl.rollout.generate`: left padding, a fresh generation config
+    so no saved defaults leak in), so pairs, evaluation and training sample alike. Seeded per call (`generate`
+    takes no torch.Generator, so the global RNG is seeded here).
     """
-    device = next(model.parameters()).device
+    from fgalign.rl.rollout import generate
+
     torch.manual_seed(seed)
-    model.eval()
-    out: list[str] = []
-    for start in range(0, len(prompts), cfg.batch_size):
-        chunk = [encode_prompt(tokenizer, p) for p in prompts[start:start + cfg.batch_size]]
-        width = max(map(len, chunk))
-        ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
-        attention = torch.zeros_like(ids)
-        for i, p in enumerate(chunk):  # left padding: every prompt ends at the same column
-            ids[i, width - len(p):] = torch.tensor(p)
-            attention[i, width - len(p):] = 1
-        gen = model.generate(
-            input_ids=ids.to(device), attention_mask=attention.to(device), do_sample=not greedy,
-            temperature=cfg.temperature if not greedy else None, top_k=cfg.top_k if not greedy else None,
-            top_p=cfg.top_p if not greedy else None, max_new_tokens=cfg.max_new_tokens,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-        for row in gen[:, width:].tolist():
-            if tokenizer.eos_token_id in row:
-                row = row[:row.index(tokenizer.eos_token_id)]
-            out.append(tokenizer.decode(row, skip_special_tokens=True))
-    return out
+    rollout = generate(model, [encode_prompt(tokenizer, p) for p in prompts], tokenizer.eos_token_id,
+                       tokenizer.pad_token_id, cfg, micro_batch=cfg.batch_size)
+    responses = [ids[:-1] if ids and ids[-1] == tokenizer.eos_token_id else ids for ids in rollout.response_lists()]
+    return tokenizer.batch_decode(responses, skip_special_tokens=True)

@@ -186,8 +186,9 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
 
         reward_model = load_reward_model(cfg.rm, device=accelerator.device)
     task = task or load_task(cfg.task)
-    pool = [encode_prompt(tokenizer, p) for p in task.prompts("train", cfg.n_prompts, cfg.seed)]
-    pool_text = task.prompts("train", cfg.n_prompts, cfg.seed) if cfg.log_task_score else None
+    prompts = task.prompts("train", cfg.n_prompts, cfg.seed)
+    pool = [encode_prompt(tokenizer, p) for p in prompts]
+    pool_text = prompts if cfg.log_task_score else None
     if not pool or min(map(len, pool)) == 0:
         raise InputError("the task gave no prompts, or an empty one", field="--task")
 
