@@ -6,10 +6,11 @@ rows [0, B) are the better responses (edited / chosen), rows [B, 2B) the worse (
 """
 from __future__ import annotations
 
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 
@@ -74,7 +75,9 @@ class RewardConfig:
     device: Literal["auto", "cpu"] = "auto"
     """auto: CUDA when available (the Trainer decides); cpu: force CPU."""
     bf16: bool = False
-    """bf16 mixed precision (about 2.4x faster on recent CPUs)."""
+    """bf16 mixed precision (for GPUs: on our 2-core AMD EPYC it made the token RM 1.3x slower)."""
+    group_by_length: bool = True
+    """Batch pairs of similar length (HF's LengthGroupedSampler): a third less padding on the default world."""
     logging_steps: int = 10
     """Log the loss every this many steps."""
     report_to: str = "none"
@@ -120,7 +123,8 @@ def build_pairs(cfg: RewardConfig, rm: RewardModel) -> list[dict]:
             too_long += 1
             continue
         pairs.append(dict(prompt_ids=prompt_ids, better_ids=better, better_labels=better_labels,
-                          worse_ids=worse, worse_labels=worse_labels))
+                          worse_ids=worse, worse_labels=worse_labels,
+                          length=len(prompt_ids) + max(len(better), len(worse))))
     if not pairs:
         raise InputError(f"every pair is longer than --max-length {max_length} tokens", path=cfg.data)
     print(f"train-rm: {len(pairs)} pairs from {stats.read} records (skipped: {stats.skipped_missing_edit} "
@@ -141,6 +145,27 @@ class PairCollator:
         batch = pad_batch(prompts, responses, self.pad_id, labels)
         batch["token_labels"] = batch.pop("labels")  # not "labels": the Trainer treats that key specially
         return batch
+
+
+class LengthGroupedPairSampler(torch.utils.data.Sampler):
+    """HF's length grouping (random mega-batches of up to 50 batches, sorted by length inside) in an order
+    fixed by (seed, epoch): the batches stay random, padding shrinks, and a resumed run sees the same order.
+
+    `epoch_of` says which epoch is starting. The Trainer's `set_epoch` does not reach a sampler behind the
+    batch-skipping loader of a resumed epoch, so the trainer passes its own epoch counter instead.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, epoch_of: Callable[[], int]):
+        self.lengths, self.batch_size, self.seed, self.epoch_of = lengths, batch_size, seed, epoch_of
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        generator = torch.Generator().manual_seed(self.seed + self.epoch_of())
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
 
 def pair_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], level: str, loss: str,
@@ -164,9 +189,21 @@ def make_trainer_class():
     class RewardTrainer(Trainer):
         """The HF Trainer with our pair loss."""
 
-        def __init__(self, *args, level: str, loss: str, anchor: float, **kwargs):
+        def __init__(self, *args, level: str, loss: str, anchor: float, group_by_length: bool, **kwargs):
             super().__init__(*args, **kwargs)
             self.level, self.loss_kind, self.anchor = level, loss, anchor
+            self.group_by_length = group_by_length
+
+        def _get_train_sampler(self, train_dataset=None):
+            if not self.group_by_length:
+                return super()._get_train_sampler(train_dataset)
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            # Grouped by the global batch, so that N processes x B pairs see the pairs of 1 x N*B.
+            global_batch = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            # state.epoch is e exactly when epoch e starts (e + k/n inside it, restored on resume).
+            return LengthGroupedPairSampler([pair["length"] for pair in dataset], global_batch, seed,
+                                            epoch_of=lambda: math.floor(self.state.epoch + 1e-9))
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             # Every loss is a mean over pairs, so num_items_in_batch (a token count) is not needed.
@@ -222,7 +259,8 @@ def run(cfg: RewardConfig) -> Path:
     ckpt = checkpoint_dir(cfg.out)
     trainer = make_trainer_class()(
         model=rm.model, args=training_args(cfg, ckpt), train_dataset=pairs,
-        data_collator=PairCollator(rm.tokenizer.pad_token_id), level=cfg.level, loss=loss, anchor=cfg.anchor)
+        data_collator=PairCollator(rm.tokenizer.pad_token_id), level=cfg.level, loss=loss, anchor=cfg.anchor,
+        group_by_length=cfg.group_by_length)
     has_checkpoint = ckpt.is_dir() and any(ckpt.glob("checkpoint-*"))
     if cfg.resume and not has_checkpoint:
         print(f"train-rm: --resume but no checkpoint in {ckpt}; starting from scratch")
