@@ -42,6 +42,19 @@ def test_token_bce_is_logistic_on_signed_labels_and_skips_zero_labels():
     assert token_bce(r, labels).item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_mistake_bce_pushes_deleted_tokens_down_and_anchors_kept_and_inserted_ones():
+    r_b, lab_b, m_b = torch.tensor([[0.5, 2.0, 1.0]]), torch.tensor([[0, 1, 0]]), torch.tensor([[0, 1, 1]])
+    r_w, lab_w, m_w = torch.tensor([[-1.0, 3.0]]), torch.tensor([[-1, 0]]), torch.tensor([[1, 1]])
+    # Logistic part: the -1 token only, softplus(-1). Anchor over every correct response token, inserted
+    # included: 2.0 (+1), 1.0 and 3.0 (kept) -> (4 + 1 + 9) / 3.
+    loss = token_rm_loss("mistake-bce", 0.5, r_b, lab_b, m_b, r_w, lab_w, m_w)
+    assert loss.item() == pytest.approx(math.log1p(math.exp(-1.0)) + 0.5 * 14 / 3, rel=1e-6)
+    # token-bce instead pushes the inserted token up and anchors the kept tokens only.
+    loss = token_rm_loss("token-bce", 0.5, r_b, lab_b, m_b, r_w, lab_w, m_w)
+    full_bce = (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(-1.0))) / 2
+    assert loss.item() == pytest.approx(full_bce + 0.5 * 10 / 2, rel=1e-6)
+
+
 def test_zero_anchor_is_mean_square_over_kept_response_tokens_of_both_sides():
     r_b, lab_b, m_b = torch.tensor([[4.0, 1.0, 2.0]]), torch.tensor([[0, 0, 1]]), torch.tensor([[0, 1, 1]])
     r_w, lab_w, m_w = torch.tensor([[3.0, 5.0]]), torch.tensor([[0, -1]]), torch.tensor([[1, 1]])
@@ -69,7 +82,7 @@ def test_losses_are_means_of_per_pair_losses_so_batches_split_exactly():
     lab = torch.randint(-1, 2, (4, 7), generator=g)
     mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1], [0, 1, 1, 1, 0, 0, 0], [0, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0, 0]])
     lab = lab * mask
-    for kind in ("mean-bt", "edit-bt", "token-bce"):
+    for kind in ("mean-bt", "edit-bt", "token-bce", "mistake-bce"):
         full = token_rm_loss(kind, 0.1, r_b, lab, mask, r_w, lab, mask)
         halves = [token_rm_loss(kind, 0.1, r_b[s], lab[s], mask[s], r_w[s], lab[s], mask[s])
                   for s in (slice(0, 2), slice(2, 4))]

@@ -48,7 +48,7 @@ def test_token_rm_learns_and_saves_everything(token_rm_dir, edits_file):
     names = {p.name for p in token_rm_dir.iterdir()}
     assert {"model.safetensors", "config.json", "tokenizer.json", "fgalign_rm.json", "fgalign_config.json"} <= names
     meta = json.loads((token_rm_dir / "fgalign_rm.json").read_text())
-    assert meta["level"] == "token" and meta["loss"] == "mean-bt" and meta["anchor"] == 0.1
+    assert meta["level"] == "token" and meta["loss"] == "mistake-bce" and meta["anchor"] == 1.0
     assert meta["backbone_kind"] == "causal"
     config = json.loads((token_rm_dir / "fgalign_config.json").read_text())
     assert config["stage"] == "train-rm" and config["config"]["lr"] == 3e-3
