@@ -35,7 +35,7 @@ class RewardModelInfo:
     backbone_kind: str
     """"causal" (sees x, y_<=t at position t) or "encoder" (sees the whole text)."""
     loss: str
-    """Training loss: mean-bt, edit-bt, token-bce (token RM) or bt (sequence RM)."""
+    """Training loss: mistake-bce, token-bce, edit-bt, mean-bt (token RM) or bt (sequence RM)."""
     anchor: float = 0.0
     """Zero-anchoring weight used in training (token RM)."""
     pairs: str = "edit"
