@@ -155,6 +155,20 @@ def test_fresh_head_scores_zero(tiny_policy_dir):
     assert torch.count_nonzero(out.token_rewards) == 0
 
 
+def test_rm_swaps_gelu_new_for_the_fused_kernel_of_the_same_function(tiny_policy_dir):
+    from transformers import AutoConfig, AutoModel
+
+    assert AutoConfig.from_pretrained(tiny_policy_dir).activation_function == "gelu_new"
+    rm = build_reward_model(tiny_policy_dir, "token", "mean-bt")
+    assert rm.model.config.activation_function == "gelu_pytorch_tanh"
+    original = AutoModel.from_pretrained(tiny_policy_dir).eval()  # gelu_new, same weights
+    ids = torch.randint(3, 50, (2, 12))
+    with torch.no_grad():
+        a = original(input_ids=ids).last_hidden_state
+        b = rm.model.transformer(input_ids=ids).last_hidden_state
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
 def test_token_scores_are_causal_padding_invariant_and_consistent(random_token_rm, tiny_tokenizer):
     rm = random_token_rm
     assert rm.info.backbone_kind == "causal"
