@@ -223,11 +223,9 @@ def run(cfg: PipelineConfig) -> dict:
     results.update(stage_seconds=stage.times, total_seconds=round(time.time() - started, 1),
                    versions=library_versions(), config=raw, command=f"fgalign pipeline --config {cfg.config} --out {cfg.out}")
     write_json(run_dir / "results.json", results)
-    from fgalign.report.summary import write_report
+    from fgalign.report.summary import results_table, write_report
 
     report = write_report(run_dir, results, cfgs)
-    from fgalign.report.summary import results_table
-
     print("\n" + results_table(results) + "\n")
     print(f"[pipeline] done in {results['total_seconds']:.0f}s: {run_dir / 'results.json'}, {report}")
     return results

@@ -97,15 +97,12 @@ def token_rm_loss(kind: str, anchor: float, r_better, labels_better, mask_better
         per_pair = mean_bt(r_better, mask_better, r_worse, mask_worse)
     elif kind == "edit-bt":
         per_pair = edit_bt(r_better, labels_better, r_worse, labels_worse)
-    elif kind == "mistake-bce":
-        # Inserted tokens are correct text like the kept ones, and from its context the RM cannot tell them
-        # apart: pushing one up while anchoring the other at 0 asks the impossible (measured: worse on every
-        # metric). So every correct token is anchored at 0 and only deleted/replaced tokens are pushed (down).
-        labels_better, labels_worse = labels_better.clamp(max=0), labels_worse.clamp(max=0)
-        r = torch.cat([r_better, r_worse], dim=-1)  # (B, 2T)
-        labels = torch.cat([labels_better, labels_worse], dim=-1)  # (B, 2T)
-        per_pair = token_bce(r, labels)
-    elif kind == "token-bce":
+    elif kind in ("token-bce", "mistake-bce"):
+        if kind == "mistake-bce":
+            # Inserted tokens are correct text like the kept ones, and from its context the RM cannot tell
+            # them apart: pushing one up while anchoring the other at 0 asks the impossible (measured: worse
+            # on every metric). So every correct token is anchored at 0 and only mistakes are pushed (down).
+            labels_better, labels_worse = labels_better.clamp(max=0), labels_worse.clamp(max=0)
         # Both responses' labelled tokens count; each pair weighs the same whatever its length.
         r = torch.cat([r_better, r_worse], dim=-1)  # (B, 2T)
         labels = torch.cat([labels_better, labels_worse], dim=-1)  # (B, 2T)

@@ -80,7 +80,7 @@ class RewardConfig:
     bf16: bool = False
     """bf16 mixed precision (for GPUs: on our 2-core AMD EPYC it made the token RM 1.3x slower)."""
     group_by_length: bool = True
-    """Batch pairs of similar length (HF's LengthGroupedSampler): a third less padding on the default world."""
+    """Batch pairs of similar length (LengthGroupedPairSampler): a third less padding on the default world."""
     logging_steps: int = 10
     """Log the loss every this many steps."""
     report_to: str = "none"
@@ -262,7 +262,8 @@ def run(cfg: RewardConfig) -> Path:
     ckpt = checkpoint_dir(cfg.out)
     trainer = make_trainer_class()(
         model=rm.model, args=training_args(cfg, ckpt), train_dataset=pairs,
-        data_collator=PairCollator(rm.tokenizer.pad_token_id), level=cfg.level, loss=loss, anchor=cfg.anchor, group_by_length=cfg.group_by_length)
+        data_collator=PairCollator(rm.tokenizer.pad_token_id), level=cfg.level, loss=loss, anchor=cfg.anchor,
+        group_by_length=cfg.group_by_length)
     has_checkpoint = ckpt.is_dir() and any(ckpt.glob("checkpoint-*"))
     if cfg.resume and not has_checkpoint:
         print(f"train-rm: --resume but no checkpoint in {ckpt}; starting from scratch")
