@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "eval": ("fgalign.eval.winrate", "EvalConfig", "run", "win rate of a policy against a reference"),
     "show": ("fgalign.report.heatmap", "ShowConfig", "run", "token-reward heatmap of a response (HTML/PNG)"),
     "pipeline": ("fgalign.pipeline", "PipelineConfig", "run", "every stage, every method, and a report"),
+    # no config class: a command with sub-commands parses its own argv (init|users|serve|stats|export)
+    "annotate": ("fgalign.annotate.commands", "", "run", "web app where people minimally edit responses"),
 }
 
 
@@ -50,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
 
     module_name, config_name, run_name, help_text = COMMANDS[name]
     module = importlib.import_module(module_name)
-    config_cls, run = getattr(module, config_name), getattr(module, run_name)
-    cfg = tyro.cli(config_cls, args=rest, prog=f"fgalign {name}", description=help_text)
+    run = getattr(module, run_name)
+    cfg = tyro.cli(getattr(module, config_name), args=rest, prog=f"fgalign {name}",
+                   description=help_text) if config_name else rest
     try:
         run(cfg)
     except InputError as e:

@@ -1,0 +1,160 @@
+"""The annotation database: tables, engine set-up and the schema version that guards future changes.
+
+SQLite by default (WAL, synchronous=FULL: a commit the page reported survives a killed server and a power
+cut), any SQLAlchemy URL otherwise (e.g. postgresql://...). Every SQLite transaction starts with
+BEGIN IMMEDIATE, so transactions that read-then-write (claiming an item) are serialized and can never
+hand out an item beyond its overlap; other databases lock the item row (`SELECT ... FOR UPDATE`).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sqlalchemy import (Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
+                        UniqueConstraint, create_engine, event, inspect, select)
+from sqlalchemy.engine import Engine
+
+from fgalign.errors import InputError
+
+# Bump on any change of the tables below; `open_db` refuses a database of another version, so an old
+# database is never read with the wrong meaning (write a migration then, Alembic or by hand).
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+settings = Table(  # key/value: schema_version, overlap, timeout, tokenizer, label_mode, ... (see init)
+    "settings", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+items = Table(  # one preference pair of the pairs file
+    "items", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("position", Integer, nullable=False, unique=True),  # order handed out: the file's order
+    Column("source", Text, nullable=False),  # "pairs.jsonl:12": where it came from, for messages and export
+    Column("prompt", Text, nullable=False),
+    Column("chosen", Text, nullable=False),
+    Column("rejected", Text, nullable=False),
+    Column("meta", Text, nullable=False),  # the record's meta dict as JSON
+)
+
+users = Table(
+    "users", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("login_hash", String(64), unique=True),  # sha256 of the one-time login token; NULL once used
+    Column("created_at", Float, nullable=False),
+)
+
+sessions = Table(  # a browser's login; the cookie holds the token, the table only its hash
+    "sessions", metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# status: open (handed out, maybe with a draft) | submitted | expired (left idle past the timeout while
+# someone else needed the item). verdict, once submitted: edited | identical | rewrite.
+assignments = Table(
+    "assignments", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("item_id", Integer, ForeignKey("items.id"), nullable=False),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("assigned_at", Float, nullable=False),
+    Column("active_at", Float, nullable=False),  # last sign of life (claim, draft): drives the timeout
+    Column("draft", Text),
+    Column("swapped", Integer, nullable=False, default=0),  # the annotator preferred the file's rejected one
+    Column("verdict", String(16)),
+    Column("edited", Text),
+    Column("edit_ratio", Float),
+    Column("seconds", Float, nullable=False, default=0.0),  # time on task, summed over visits
+    Column("submitted_at", Float),
+    UniqueConstraint("item_id", "user_id", name="one_assignment_per_user_and_item"),
+    Index("assignments_by_status", "status", "active_at"),
+    Index("assignments_by_user", "user_id", "assigned_at"),
+)
+
+
+def db_url(db: str) -> str:
+    """A SQLAlchemy URL as is; anything else is a SQLite file path."""
+    return db if "://" in db else f"sqlite:///{Path(db).resolve()}"
+
+
+def make_engine(db: str) -> Engine:
+    url = db_url(db)
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn, _record):  # noqa: ANN001
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):  # noqa: ANN001
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def exists(db: str) -> bool:
+    """Whether `db` already holds an annotation database (or, for a file path, anything at all)."""
+    if "://" not in db:
+        return Path(db).exists()
+    engine = create_engine(db)
+    try:
+        return inspect(engine).has_table("settings")
+    finally:
+        engine.dispose()
+
+
+def create(db: str, values: dict[str, str]) -> Engine:
+    """Create the tables and store the settings (with the schema version); refuses an existing database."""
+    if exists(db):
+        raise InputError("already exists; init never overwrites annotations — choose another --db or "
+                         "delete it yourself", path=db, field="db")
+    if "://" not in db:
+        Path(db).parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(db)
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(settings.insert(), [{"key": k, "value": str(v)} for k, v in
+                                         {**values, "schema_version": SCHEMA_VERSION, "created_at": time.time()}.items()])
+    return engine
+
+
+def open_db(db: str) -> Engine:
+    """An engine on an existing annotation database of this schema version, or a clear InputError."""
+    if "://" not in db and not Path(db).is_file():
+        raise InputError("no such annotation database; create it with `fgalign annotate init`", path=db,
+                         field="db")
+    engine = make_engine(db)
+    try:
+        if not inspect(engine).has_table("settings"):
+            raise InputError("is not an fgalign annotation database (no settings table)", path=db, field="db")
+        version = read_settings(engine).get("schema_version")
+    except InputError:
+        engine.dispose()
+        raise
+    except Exception as e:  # noqa: BLE001 - a file that is not a database at all
+        engine.dispose()
+        raise InputError(f"cannot open as a database: {e}", path=db, field="db") from None
+    if version != str(SCHEMA_VERSION):
+        engine.dispose()
+        raise InputError(f"has schema version {version}, this fgalign reads version {SCHEMA_VERSION}; "
+                         "migrate it or use the fgalign that created it", path=db, field="db")
+    return engine
+
+
+def read_settings(engine: Engine) -> dict[str, str]:
+    with engine.begin() as conn:
+        return {k: v for k, v in conn.execute(select(settings.c.key, settings.c.value))}
