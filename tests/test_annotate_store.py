@@ -205,3 +205,46 @@ def test_pairs_with_chat_messages_are_refused_with_their_line(tmp_path):
                        "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}]}])
     with pytest.raises(InputError, match="line 2"):
         read_pairs(str(path))
+
+
+def test_export_trains_a_reward_model_and_feeds_the_pipeline(tmp_path, tiny_policy_dir):
+    from fgalign.pipeline import PipelineConfig, check_same_edits, use_edits
+    from fgalign.train.reward import RewardConfig, run as train_rm
+
+    db = make_db(tmp_path, PAIRS, overlap=1)
+    add_users(db, ["ann"])
+    _submit_all(db, {"ann": [("edited", " apple, pear, plum."), ("edited", " red, blue."),
+                             ("edited", " cat, dog, cow."), ("identical", None)]})
+    out = tmp_path / "edits.jsonl"
+    export(ExportConfig(db=db, out=str(out)))
+    rm = tmp_path / "rm"
+    train_rm(RewardConfig(data=str(out), out=str(rm), model=str(tiny_policy_dir), batch_size=2, max_steps=2,
+                          warmup_ratio=0.0, logging_steps=100, device="cpu"))
+    assert (rm / "model.safetensors").exists()
+
+    assert "edits" in PipelineConfig.__dataclass_fields__
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    use_edits(str(out), run_dir / "edits.jsonl")
+    check_same_edits(str(out), run_dir / "edits.jsonl")
+    other = write_pairs(tmp_path / "other.jsonl", [{**PAIRS[0], "edited": " apple, kiwi, plum."}])
+    with pytest.raises(InputError, match="differs from --edits"):
+        check_same_edits(str(other), run_dir / "edits.jsonl")
+    bad = tmp_path / "bad_edits.jsonl"
+    bad.write_text(out.read_text() + '{"prompt": "p", "chosen": 3, "rejected": "r"}\n')
+    with pytest.raises(InputError, match="line 5, field 'chosen'"):
+        use_edits(str(bad), tmp_path / "x.jsonl")
+    no_edits = write_pairs(tmp_path / "pairs_only.jsonl", PAIRS)
+    with pytest.raises(InputError, match="no record has an edit"):
+        use_edits(str(no_edits), tmp_path / "y.jsonl")
+
+
+def test_pipeline_refuses_a_bad_edits_file_before_training(tmp_path, capsys):
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    bad = tmp_path / "edits.jsonl"
+    bad.write_text('{"prompt": "p", "chosen": "c", "rejected": "r", "edited": "e"}\n{oops\n')
+    assert main(["pipeline", "--config", str(config), "--out", str(tmp_path / "run"), "--edits", str(bad)]) == 2
+    assert f"{bad}, line 2" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "sft").exists()

@@ -48,6 +48,10 @@ class PipelineConfig:
     """Run only these methods (default: all in the config)."""
     force: bool = False
     """Redo stages whose outputs exist."""
+    edits: str | None = None
+    """Edit records to train on instead of sampling pairs and running the editor, e.g. human edits from
+    `fgalign annotate export`; checked and copied to RUN/edits.jsonl. Held-out edits still come from the
+    config's editor."""
 
 
 class Stages:
@@ -142,8 +146,8 @@ def run_ppo_method(name: str, spec: dict, seed: int, cfgs: dict, run: Path, eval
 def make_evaluators(cfgs: dict, run: Path) -> dict:
     """Validation and test evaluators with the SFT reference's responses sampled once for every method."""
     from fgalign.eval.winrate import build_evaluator, make_judge
-    from fgalign.models.generate import SamplingConfig
     from fgalign.models.policy import load_causal_lm, load_tokenizer
+    from fgalign.sampling.rollout import SamplingConfig
     from fgalign.tasks import load_task
 
     task = load_task(cfgs["task"])
@@ -177,9 +181,15 @@ def run(cfg: PipelineConfig) -> dict:
     stage = Stages(run_dir, cfg.force)
     started = time.time()
 
+    if cfg.edits:
+        read_records(cfg.edits)  # a bad file stops here, naming file and line, not after SFT
     stage("sft", run_dir / "sft", lambda: sft(cfgs["sft"]))
-    stage("sample", run_dir / "pairs.jsonl", lambda: sample(cfgs["sample"]))
-    stage("edit", run_dir / "edits.jsonl", lambda: edit(cfgs["edit"]))
+    if cfg.edits:  # given edits (e.g. human ones): no sampling, no editor
+        stage("edits from --edits", run_dir / "edits.jsonl", lambda: use_edits(cfg.edits, run_dir / "edits.jsonl"))
+        check_same_edits(cfg.edits, run_dir / "edits.jsonl")
+    else:
+        stage("sample", run_dir / "pairs.jsonl", lambda: sample(cfgs["sample"]))
+        stage("edit", run_dir / "edits.jsonl", lambda: edit(cfgs["edit"]))
     show_edits(run_dir / "edits.jsonl", run_dir / "sft")
     stage("sample held-out", run_dir / "heldout_pairs.jsonl", lambda: sample(cfgs["heldout"]))
     stage("edit held-out", run_dir / "heldout_edits.jsonl", lambda: edit(cfgs["edit_heldout"]))
@@ -229,6 +239,26 @@ def run(cfg: PipelineConfig) -> dict:
     print("\n" + results_table(results) + "\n")
     print(f"[pipeline] done in {results['total_seconds']:.0f}s: {run_dir / 'results.json'}, {report}")
     return results
+
+
+def use_edits(src: str, dest: Path) -> None:
+    """Check an edits file with the data layer's reader (errors name file and line) and copy it in."""
+    from fgalign.data import ReadStats, read_records, write_records
+
+    stats = ReadStats()
+    if not read_records(src, require_edited=True, stats=stats):
+        raise InputError(f"no record has an edit that differs from its rejected response ({stats.read} read)",
+                         path=src, field="edited")
+    write_records(dest, read_records(src))
+
+
+def check_same_edits(src: str, dest: Path) -> None:
+    """A run directory whose edits differ from --edits would silently train on the old ones: refuse."""
+    from fgalign.data import read_records
+
+    if [r.to_dict() for r in read_records(src)] != [r.to_dict() for r in read_records(dest)]:
+        raise InputError(f"{dest} exists and differs from --edits; use --force or another --out", path=src,
+                         field="--edits")
 
 
 def show_edits(edits: Path, tokenizer_dir: Path, n: int = 4) -> None:
