@@ -34,6 +34,7 @@ class Task(Protocol):
 BUILTIN_TASKS = {
     "default": "fgalign.tasks.lists:ListWorld",
     "lists": "fgalign.tasks.lists:ListWorld",
+    "long-lists": "fgalign.tasks.lists:LongListWorld",
     "sentiment": "fgalign.tasks.sentiment:SentimentWorld",
 }
 

@@ -233,3 +233,20 @@ class ListWorld:
         texts = [prompt + response for prompt, response in self.sft_examples(4000, seed=0)]
         texts += [" " + ", ".join(items) + "." for items in CATEGORIES.values()]
         return train_bpe_tokenizer(texts, out_dir, vocab_size=self.vocab_size)
+
+
+@dataclass
+class LongListWorld(ListWorld):
+    """The list world with long answers and few mistakes: "List 14 animals, not cat:" → 10–16 items, ~60
+    tokens (up to ~85), 1.35 local mistakes per demonstration (69% have 1–3, 26% none; measured on 2,000). The paper's setting, where a sequence score says
+    *that* something is wrong and only token rewards say *where* (issue 10, section 5)."""
+
+    name: str = "long-lists"
+    n_min: int = 10
+    n_max: int = 16  # a category has 20 items, 2 may be excluded, and the demonstrator may add one
+    p_wrong: float = 0.03
+    p_excluded: float = 0.03
+    p_repeat: float = 0.02
+    p_rude: float = 0.025
+    p_count: float = 0.10
+    vocab_size: int = 384  # smaller pieces: answers of ~60 tokens (up to ~85), measured on 500 demonstrations
