@@ -7,12 +7,14 @@ hand out an item beyond its overlap; other databases lock the item row (`SELECT 
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
+from typing import Iterator
 
 from sqlalchemy import (Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
                         UniqueConstraint, create_engine, event, inspect, select)
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from fgalign.errors import InputError
 
@@ -101,9 +103,17 @@ def make_engine(db: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn):  # noqa: ANN001
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only work (`read_only` below) takes no write lock, so it never waits behind a commit's fsync.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("read_only") else "BEGIN IMMEDIATE")
 
     return engine
+
+
+@contextlib.contextmanager
+def read_only(engine: Engine) -> Iterator[Connection]:
+    """A transaction that only reads (SQLite: a deferred BEGIN, no write lock)."""
+    with engine.connect().execution_options(read_only=True) as conn, conn.begin():
+        yield conn
 
 
 def exists(db: str) -> bool:

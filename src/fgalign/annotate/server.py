@@ -60,6 +60,11 @@ class AnnotateApp:
         with self.engine.begin() as conn:
             return fn(conn, *args)
 
+    def read(self, fn: Callable, *args: Any) -> Any:
+        """Run fn(conn, *args) in a read-only transaction (no write lock: never waits behind a commit)."""
+        with db.read_only(self.engine) as conn:
+            return fn(conn, *args)
+
     def diff(self, original: str, edited: str) -> dict:
         view = diff(original, edited, self.tokenizer, self.label_mode)
         view["ratio"] = queue.edit_ratio(original, edited)
@@ -103,7 +108,7 @@ def create_app(db_path: str, secure_cookies: bool = False) -> FastAPI:
 
     async def session(request: Request) -> accounts.Session:
         sid = request.cookies.get(COOKIE)
-        s = await run_in_threadpool(state.tx, accounts.session_of, sid) if sid else None
+        s = await run_in_threadpool(state.read, accounts.session_of, sid) if sid else None
         if s is None:
             raise Problem(401, "you are not logged in: open the login link you were given (ask for a new one if "
                                "it was used already)")
@@ -170,7 +175,7 @@ def create_app(db_path: str, secure_cookies: bool = False) -> FastAPI:
         s = await session(request)
         aid = await run_in_threadpool(state.tx, queue.claim_next, s.user_id, state.overlap, state.timeout)
         if aid is None:
-            prog = await run_in_threadpool(state.tx, queue.progress, s.user_id, state.overlap)
+            prog = await run_in_threadpool(state.read, queue.progress, s.user_id, state.overlap)
             return page(request, "message.html", title="All done",
                         message=f"Nothing left for you: you submitted {prog['mine']} edits. Thank you!")
         return RedirectResponse(f"/item/{aid}", status_code=303)
@@ -187,7 +192,7 @@ def create_app(db_path: str, secure_cookies: bool = False) -> FastAPI:
     @app.get("/item/{aid}")
     async def item_page(request: Request, aid: int) -> Response:
         s = await session(request)
-        ctx = await run_in_threadpool(state.tx, item_context, s, aid)
+        ctx = await run_in_threadpool(state.read, item_context, s, aid)
         return page(request, "item.html", **ctx)
 
     @app.post("/item/{aid}")
@@ -199,7 +204,7 @@ def create_app(db_path: str, secure_cookies: bool = False) -> FastAPI:
         try:
             await run_in_threadpool(state.tx, _submit, s, aid, data, text)
         except queue.Refused as e:
-            ctx = await run_in_threadpool(state.tx, item_context, s, aid, text)
+            ctx = await run_in_threadpool(state.read, item_context, s, aid, text)
             return page(request, "item.html", e.status, error=str(e), **ctx)
         return RedirectResponse("/next", status_code=303)
 
@@ -247,7 +252,7 @@ def create_app(db_path: str, secure_cookies: bool = False) -> FastAPI:
         s = await session(request)
         data = await body(request, s)
         text = text_field(data) or ""
-        a = await run_in_threadpool(state.tx, own, s, aid)
+        a = await run_in_threadpool(state.read, own, s, aid)
         try:
             queue.check_text(text, a)
         except queue.Refused as e:
