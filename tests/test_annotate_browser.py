@@ -87,9 +87,21 @@ def test_annotator_edits_in_a_real_browser(tmp_path, tiny_tokenizer_dir, tiny_to
             assert any(lab == -1 for _, lab in shown) and any(lab == 0 for _, lab in shown)
             screenshot(page, Path(os.environ.get("FGALIGN_ANNOTATE_SCREENSHOT", tmp_path / "annotate.png")))
 
+            page.fill("#editor", " nothing like the original at all")  # a rewrite: warned before submitting
+            expect(page.locator("#ratio-warning")).to_be_visible()
+            page.keyboard.press("Alt+U")  # undo to the original
+            expect(page.locator("#editor")).to_have_value(PAIRS[0]["rejected"])
+            expect(page.locator("#ratio-warning")).to_be_hidden()
+            page.fill("#editor", "")
+            page.keyboard.press("Control+Enter")  # an empty edit: a message on the page, nothing submitted
+            expect(page.locator("#error")).to_contain_text("the edit is empty")
+            page.fill("#editor", edit)
+            expect(page.locator("#save-status")).to_have_text("draft saved")
+
             page.reload()  # a closed tab loses nothing: the draft comes back
             expect(page.locator("#editor")).to_have_value(edit)
             expect(page.locator("#diff-edited .e.l1")).to_have_text("pear")
+            page.wait_for_timeout(1500)  # time on task is counted in whole visible seconds
 
             page.keyboard.press("Control+Enter")
             expect(page.locator("#save-status")).to_have_text("submitted ✓ (saved)")
@@ -108,6 +120,6 @@ def test_annotator_edits_in_a_real_browser(tmp_path, tiny_tokenizer_dir, tiny_to
     out = tmp_path / "edits.jsonl"
     export(ExportConfig(db=db, out=str(out), adjudicate="all"))
     (rec,) = read_records(out, require_edited=True)
-    assert rec.edited == edit and rec.meta["annotator"] == "alice" and rec.meta["seconds"] >= 0
+    assert rec.edited == edit and rec.meta["annotator"] == "alice" and rec.meta["seconds"] >= 1
     labels = label_pair(tiny_tokenizer, rec.prompt, rec.rejected, rec.edited, mode="tokens")
     assert token_view(tiny_tokenizer, labels["rejected_ids"], labels["rejected_labels"]) == shown

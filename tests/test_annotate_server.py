@@ -206,3 +206,43 @@ def test_sigkill_loses_no_acknowledged_submission(tmp_path):
     stored = {text for _, _, text in submissions(db)}
     lost = [t for t in acknowledged if t not in stored]
     assert not lost, f"{len(lost)} acknowledged submissions lost: {lost[:3]}"
+
+
+def test_annotator_can_choose_the_preferred_response_and_it_is_recorded(tmp_path):
+    from fgalign.annotate.admin import export
+    from fgalign.annotate.commands import ExportConfig
+    from fgalign.data import read_records
+
+    db = make_db(tmp_path, PAIRS[:2], choose_preferred=True)
+    (tmp_path / "fixed").mkdir()
+    fixed = make_db(tmp_path / "fixed", PAIRS[:1])
+    tokens = add_users(db, ["alice"])
+    with server_thread(db) as base:
+        alice = Annotator(base, tokens["alice"])
+        first = alice.next()
+        html = alice.client.get(f"/item/{first['assignment']}").text
+        assert 'name="better"' in html
+        # alice finds the file's chosen response worse: she edits that one
+        view = alice.post(f"/api/item/{first['assignment']}/diff", {"text": " apple, pear, plum!", "swapped": True}).json()
+        assert ["!", 1] in view["edited"]
+        assert alice.post(f"/api/item/{first['assignment']}/draft", {"text": " apple, pear", "swapped": True}).json()["saved"]
+        assert 'value="1" checked' in alice.client.get(f"/item/{first['assignment']}").text
+        r = alice.post(f"/api/item/{first['assignment']}/submit", {"action": "edited", "text": " apple, pear, plum!",
+                                                                    "swapped": True})
+        assert r.status_code == 200
+        second = alice.next()["assignment"]
+        assert alice.submit(second, " red, blue.").status_code == 200
+        alice.close()
+    export(ExportConfig(db=db, out=str(tmp_path / "e.jsonl"), adjudicate="all"))
+    swapped, kept = read_records(tmp_path / "e.jsonl")
+    assert (swapped.chosen, swapped.rejected, swapped.edited) == (PAIRS[0]["rejected"], PAIRS[0]["chosen"],
+                                                                   " apple, pear, plum!")
+    assert swapped.meta["preference"] == "annotator (swapped)" and "preference" not in kept.meta
+
+    tokens = add_users(fixed, ["bob"])  # without --choose-preferred, a swap is refused
+    with server_thread(fixed) as base:
+        bob = Annotator(base, tokens["bob"])
+        aid = bob.next()["assignment"]
+        r = bob.post(f"/api/item/{aid}/submit", {"action": "edited", "text": "x", "swapped": True})
+        assert r.status_code == 400 and "preference from the pairs file" in r.json()["error"]
+        bob.close()
