@@ -9,13 +9,26 @@ TORCH   := torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install clean chromium
+.PHONY: demo test test-verl install clean chromium
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)" -e ".[dev]"
 	touch $(STAMP)
+
+# verl pins its own versions (fgalign[verl]: transformers < 5.11, numpy >= 2), so the verl plug-in is tested
+# in an environment of its own, built like the benchmarks' ones: one pip command with torch pinned in it.
+VERL_VENV  := .venv-verl
+VERL_STAMP := $(VERL_VENV)/.installed
+
+$(VERL_STAMP): pyproject.toml
+	test -d $(VERL_VENV) || $(PY) -m venv $(VERL_VENV)
+	$(VERL_VENV)/bin/pip install --quiet "$(TORCH)" -e ".[verl]" "pytest>=8" "pytest-timeout>=2.3"
+	touch $(VERL_STAMP)
+
+test-verl: $(VERL_STAMP)
+	$(VERL_VENV)/bin/python -m pytest tests/integrations/test_verl_plugin.py
 
 install: $(STAMP)
 
@@ -31,8 +44,9 @@ chromium:
 	      || echo "make: apt-get could not install chromium; the browser test will skip"; \
 	  else echo "make: no chromium and no way to install it (needs root and apt-get); the browser test will skip"; fi; }
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium $(VERL_STAMP)
 	$(BIN)/python -m pytest tests
+	$(VERL_VENV)/bin/python -m pytest tests/integrations/test_verl_plugin.py
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(VERL_VENV) runs

@@ -1,0 +1,269 @@
+"""The verl plug-in, run through verl's own code on CPU: reward manager loaded from verl's config by verl's
+RewardLoopWorker, the agent loop's real `_postprocess` building the batch, our manager placing the rewards,
+then verl's own KL-in-reward and GAE consuming them.
+
+Runs in .venv-verl (verl pins its own versions; `make test` builds it); skipped where verl is not installed.
+"""
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("verl", reason="verl is not installed here: `make test` runs this file in .venv-verl")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+from verl import DataProto  # noqa: E402
+from verl.experimental.agent_loop.agent_loop import (AgentLoopManager, AgentLoopMetrics,  # noqa: E402
+                                                     AgentLoopWorker, _InternalAgentLoopOutput)
+from verl.experimental.reward_loop.reward_loop import RewardLoopWorker  # noqa: E402
+from verl.utils.ray_utils import auto_await  # noqa: E402
+
+from fgalign.errors import InputError  # noqa: E402
+from fgalign.integrations import verl as plugin  # noqa: E402
+from fgalign.models.reward import build_reward_model, head_module, load_reward_model  # noqa: E402
+
+P, R = 12, 20  # verl pads prompts (left) and responses (right) to the configured lengths
+PROMPTS = ["List 3 fruits:", "List 2 colors:", "List 4 animals:"]
+RESPONSES = [" apple, banana, cherry.", " red.", " cat, dog, horse, cow, cat, dog, horse, cow."]
+
+
+def save_random_rm(backbone, out, level="token"):
+    torch.manual_seed(1)
+    rm = build_reward_model(backbone, level, "mistake-bce" if level == "token" else "bt")
+    torch.nn.init.normal_(head_module(rm.model).weight, std=1.0)  # a zero head would score everything 0
+    rm.save(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def rm_dir(tiny_policy_dir, tmp_path_factory):
+    return save_random_rm(tiny_policy_dir, tmp_path_factory.mktemp("rm"))
+
+
+@pytest.fixture(scope="module")
+def other_vocab_rm_dir(tmp_path_factory):
+    """An RM whose tokenizer differs from the policy's (another BPE, 200 tokens): rewards go through offsets."""
+    from fgalign.models.policy import TinyModelConfig, build_tiny_causal_lm, load_tokenizer
+    from fgalign.tasks.tokenizer import train_bpe_tokenizer
+
+    corpus = PROMPTS + RESPONSES + ["List 2 colors: red, blue.", "The movie was great."] * 5
+    tok = load_tokenizer(train_bpe_tokenizer(corpus * 10, tmp_path_factory.mktemp("tok200"), vocab_size=200))
+    torch.manual_seed(2)
+    model = build_tiny_causal_lm(TinyModelConfig(n_layer=1, d_model=32, n_head=2, max_len=64), tok)
+    backbone = tmp_path_factory.mktemp("backbone200")
+    model.save_pretrained(backbone)
+    tok.save_pretrained(backbone)
+    return save_random_rm(backbone, tmp_path_factory.mktemp("rm200"))
+
+
+def verl_config(policy_dir, rm_dir, reward="token", scale="raw", manager=plugin.MANAGER_FQN, **reward_extra):
+    return OmegaConf.create({
+        "actor_rollout_ref": {
+            "model": {"path": str(policy_dir), "tokenizer_path": None},
+            "rollout": {"prompt_length": P, "response_length": R, "agent": {"agent_loop_manager_class": manager}},
+        },
+        "reward": {
+            "num_workers": 1,
+            "custom_reward_function": {"path": None, "name": "compute_score"},
+            "reward_manager": {"source": "importlib", "name": "FgalignRewardManager",
+                               "module": {"path": "pkg://fgalign.integrations.verl", "name": "custom_reward_manager"}},
+            "reward_model": {"enable": False},
+            "reward_kwargs": {"fgalign": {"rm": str(rm_dir), "reward": reward, "reward_scale": scale}},
+            **reward_extra,
+        },
+    })
+
+
+def trajectories(tokenizer):
+    """(prompt ids, response ids) as vLLM hands them over: EOS on finished responses; the third hits R."""
+    out = []
+    for prompt, response in zip(PROMPTS, RESPONSES):
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        r = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        out.append((p, r[:R]))
+    assert out[2][1][-1] != tokenizer.eos_token_id, "the third response must be cut without EOS"
+    assert len(out[0][1]) != len(out[1][1]) and max(len(out[0][1]), len(out[1][1])) < R  # padding left over
+    return out
+
+
+def one_trajectory(p, r):
+    """The single-trajectory batch the agent loop sends to a reward worker (`_compute_score`): unpadded."""
+    ids = torch.tensor([p + r])
+    return DataProto.from_dict(tensors={"prompts": torch.tensor([p]), "responses": torch.tensor([r]),
+                                        "input_ids": ids, "attention_mask": torch.ones_like(ids),
+                                        "position_ids": torch.arange(ids.shape[1])[None]})
+
+
+def padded_output(p, r, result, pad_id):
+    """What `AgentLoopWorker._agent_loop_postprocess` hands `_postprocess`: padded to (P, R)."""
+    prompt = torch.tensor([[pad_id] * (P - len(p)) + p])
+    response = torch.tensor([r + [pad_id] * (R - len(r))])
+    mask = torch.tensor([[0] * (P - len(p)) + [1] * (len(p) + len(r)) + [0] * (R - len(r))])
+    return _InternalAgentLoopOutput(
+        prompt_ids=prompt, response_ids=response, input_ids=torch.cat([prompt, response], 1),
+        position_ids=(mask.cumsum(1) - 1).clamp_min(0), response_mask=mask[:, P:], attention_mask=mask,
+        response_logprobs=None, reward_score=result["reward_score"], num_turns=2,
+        metrics=AgentLoopMetrics(), extra_fields={"reward_extra_info": result["reward_extra_info"]})
+
+
+def rollout_batch(config, tokenizer):
+    """Score every trajectory in verl's RewardLoopWorker, then batch them with verl's own `_postprocess`."""
+    worker = RewardLoopWorker(config)  # loads FgalignRewardManager via reward.reward_manager (importlib)
+    assert isinstance(worker.reward_manager, plugin.FgalignRewardManager)
+    trajs = trajectories(tokenizer)
+
+    async def score_all():
+        return await asyncio.gather(*[worker.compute_score(one_trajectory(p, r)) for p, r in trajs])
+
+    results = asyncio.run(score_all())
+    outputs = [padded_output(p, r, res, tokenizer.pad_token_id) for (p, r), res in zip(trajs, results)]
+    fake_worker = SimpleNamespace(reward_loop_worker_handles=[object()])  # what _postprocess reads of self
+    return AgentLoopWorker._postprocess(fake_worker, outputs), trajs, results
+
+
+def head_values(rm_dir, p, r):
+    """r_t straight from the RM's forward pass, on the response positions."""
+    rm = load_reward_model(rm_dir, device="cpu")
+    with torch.no_grad():
+        h = rm.model(input_ids=torch.tensor([p + r])).logits[0, :, 0]
+    return h[len(p):]
+
+
+@pytest.fixture(scope="module")
+def policy_tokenizer(tiny_policy_dir):
+    from verl.utils import hf_tokenizer
+
+    return hf_tokenizer(str(tiny_policy_dir))  # the policy tokenizer as verl loads it
+
+
+def place(config, batch):
+    """What FgalignAgentLoopManager.generate_sequences does to the batch verl's manager returns."""
+    manager = plugin.FgalignAgentLoopManager(config, llm_client=None)
+
+    @auto_await
+    async def verl_generate(self, prompts):
+        return batch
+
+    original = AgentLoopManager.generate_sequences
+    AgentLoopManager.generate_sequences = verl_generate
+    try:
+        return manager.generate_sequences(DataProto())  # called from sync code, as verl's trainer does
+    finally:
+        AgentLoopManager.generate_sequences = original
+
+
+def test_token_mode_puts_each_rm_reward_on_its_response_token(tiny_policy_dir, rm_dir, policy_tokenizer):
+    config = verl_config(tiny_policy_dir, rm_dir, reward="token")
+    batch, trajs, results = rollout_batch(config, policy_tokenizer)
+    before = batch.batch["rm_scores"].clone()  # verl's own placement: one float on the last token
+    out = place(config, batch)
+    scores = out.batch["rm_scores"]
+    assert scores.shape == (3, R) and scores.dtype == torch.float32
+    for b, (p, r) in enumerate(trajs):
+        expected = head_values(rm_dir, p, r)
+        assert torch.allclose(scores[b, : len(r)], expected, atol=1e-5), b
+        assert torch.all(scores[b, len(r):] == 0), "padding carries no reward"
+        assert before[b, len(r) - 1] == pytest.approx(expected.mean().item(), abs=1e-5)  # the sequence score
+        assert torch.count_nonzero(before[b]) == 1
+    # the response cut without EOS: its last real token is rewarded as the RM scores it, nothing after it
+    p, r = trajs[2]
+    assert len(r) == R and scores[2, R - 1] == pytest.approx(head_values(rm_dir, p, r)[-1].item(), abs=1e-5)
+    # the per-token rows left the batch; the sequence score stays as a logged extra
+    assert plugin.TOKEN_KEY not in out.non_tensor_batch and plugin.PREFIX_KEY not in out.non_tensor_batch
+    assert plugin.TOKEN_KEY not in out.meta_info["reward_extra_keys"]
+    assert all(plugin.TOKEN_KEY not in info for info in out.non_tensor_batch["reward_extra_info"])
+    assert np.allclose(out.non_tensor_batch[plugin.SEQUENCE_KEY], [res["reward_score"] for res in results])
+
+
+def test_sequence_mode_is_the_rm_score_on_the_last_token(tiny_policy_dir, rm_dir, policy_tokenizer):
+    config = verl_config(tiny_policy_dir, rm_dir, reward="sequence")
+    batch, trajs, _ = rollout_batch(config, policy_tokenizer)
+    verl_default = batch.batch["rm_scores"].clone()
+    scores = place(config, batch).batch["rm_scores"]
+    for b, (p, r) in enumerate(trajs):
+        assert scores[b, len(r) - 1] == pytest.approx(head_values(rm_dir, p, r).mean().item(), abs=1e-5)
+        assert torch.count_nonzero(scores[b]) == 1
+    assert torch.allclose(scores, verl_default, atol=1e-6)  # = what verl does with a scalar reward
+
+
+def test_token_shaped_rows_sum_to_the_sequence_score(tiny_policy_dir, rm_dir, policy_tokenizer):
+    config = verl_config(tiny_policy_dir, rm_dir, reward="token-shaped")
+    batch, trajs, results = rollout_batch(config, policy_tokenizer)
+    scores = place(config, batch).batch["rm_scores"]
+    for b, (p, r) in enumerate(trajs):
+        assert scores[b].sum().item() == pytest.approx(results[b]["reward_score"], abs=1e-5)
+        assert torch.count_nonzero(scores[b, : len(r)]) == len(r)  # dense: every response token
+        assert torch.all(scores[b, len(r):] == 0)
+
+
+def test_other_tokenizer_goes_through_char_offsets(tiny_policy_dir, other_vocab_rm_dir, policy_tokenizer):
+    rm = load_reward_model(other_vocab_rm_dir, device="cpu")
+    assert len(rm.tokenizer) != len(policy_tokenizer)
+    config = verl_config(tiny_policy_dir, other_vocab_rm_dir, reward="token")
+    batch, trajs, results = rollout_batch(config, policy_tokenizer)
+    scores = place(config, batch).batch["rm_scores"]
+    prompts = [p for p, _ in trajs]
+    expected = rm.score_responses(prompts, [r for _, r in trajs], policy_tokenizer)
+    for b, (p, r) in enumerate(trajs):
+        assert torch.allclose(scores[b, : len(r)], expected.token_rewards[b, : len(r)], atol=1e-5)
+        assert torch.all(scores[b, len(r):] == 0)
+        # the projection keeps each response's total: the sum of the RM's own token rewards
+        own = rm.score_texts([PROMPTS[b]], [RESPONSES[b]]) if b < 2 else None
+        if own is not None:
+            assert scores[b].sum().item() == pytest.approx(own.token_rewards.sum().item(), abs=1e-4)
+
+
+def test_batch_level_scale_and_verl_kl_in_reward_and_gae(tiny_policy_dir, rm_dir, policy_tokenizer):
+    """total-std (fgalign's default) over the whole batch, then verl's own KL-in-reward and GAE."""
+    from verl.trainer.ppo.core_algos import FixedKLController, compute_gae_advantage_return
+    from verl.trainer.ppo.ray_trainer import apply_kl_penalty
+
+    from fgalign.rl.rewards import compose_rewards
+
+    raw = place(verl_config(tiny_policy_dir, rm_dir, reward="token"),
+                rollout_batch(verl_config(tiny_policy_dir, rm_dir, reward="token"), policy_tokenizer)[0])
+    config = verl_config(tiny_policy_dir, rm_dir, reward="token", scale="total-std")
+    out = place(config, rollout_batch(config, policy_tokenizer)[0])
+    rm_raw, rm = raw.batch["rm_scores"], out.batch["rm_scores"]
+    assert torch.allclose(rm, rm_raw / rm_raw.sum(1).std(correction=0), atol=1e-5)
+
+    mask = out.batch["response_mask"].bool()
+    g = torch.Generator().manual_seed(0)
+    out.batch["token_level_scores"] = rm
+    out.batch["old_log_probs"] = -torch.rand(3, R, generator=g)
+    out.batch["ref_log_prob"] = -torch.rand(3, R, generator=g)
+    out, _ = apply_kl_penalty(out, kl_ctrl=FixedKLController(kl_coef=0.1), kl_penalty="kl")
+    kl = out.batch["old_log_probs"] - out.batch["ref_log_prob"]
+    assert torch.allclose(out.batch["token_level_rewards"], compose_rewards(rm, kl, 0.1, mask), atol=1e-6)
+    adv, ret = compute_gae_advantage_return(out.batch["token_level_rewards"], torch.zeros(3, R), mask.float(),
+                                            gamma=1.0, lam=1.0)
+    assert ret.shape == (3, R)
+    totals = torch.where(mask, out.batch["token_level_rewards"], 0.0).sum(1)
+    assert torch.allclose(ret[:, 0], totals, atol=1e-5)  # γ = λ = 1, V = 0: the return is the sum of rewards
+
+
+def test_settings_and_config_errors(tiny_policy_dir, rm_dir):
+    ok = verl_config(tiny_policy_dir, rm_dir, reward="token")
+    assert plugin.FgalignVerlSettings.from_verl_config(ok).reward_scale == "raw"
+    plugin.check_verl_config(ok, plugin.FgalignVerlSettings.from_verl_config(ok))
+    no_manager = verl_config(tiny_policy_dir, rm_dir, manager=None)
+    with pytest.raises(InputError, match="agent_loop_manager_class"):  # dense rewards without part 2
+        plugin.check_verl_config(no_manager, plugin.FgalignVerlSettings.from_verl_config(no_manager))
+    seq_raw = verl_config(tiny_policy_dir, rm_dir, reward="sequence", manager=None)
+    plugin.check_verl_config(seq_raw, plugin.FgalignVerlSettings.from_verl_config(seq_raw))  # verl's own path
+    served = verl_config(tiny_policy_dir, rm_dir)
+    served.reward.reward_model.enable = True
+    with pytest.raises(InputError, match="reward_model.enable"):
+        plugin.check_verl_config(served, plugin.FgalignVerlSettings.from_verl_config(served))
+    bad = verl_config(tiny_policy_dir, rm_dir, reward="token-shaped", scale="whiten")
+    with pytest.raises(InputError, match="telescoping"):
+        plugin.FgalignVerlSettings.from_verl_config(bad)
+    typo = verl_config(tiny_policy_dir, rm_dir)
+    typo.reward.reward_kwargs.fgalign.rewrad = "token"
+    with pytest.raises(InputError, match="rewrad"):
+        plugin.FgalignVerlSettings.from_verl_config(typo)
+    with pytest.raises(InputError, match="FgalignRewardManager"):  # rows missing: another manager scored
+        plugin.place_dense_rewards(DataProto.from_dict(tensors={"prompts": torch.zeros(1, P, dtype=torch.long)}),
+                                   plugin.FgalignVerlSettings(rm=str(rm_dir)))
