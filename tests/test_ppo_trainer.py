@@ -16,9 +16,10 @@ from safetensors.torch import load_file
 
 from fgalign.models.policy import load_causal_lm, load_tokenizer
 from fgalign.models.value import ValueModel
-from fgalign.rl.rollout import SamplingSettings, generate
 from fgalign.rl.trainer import PPOConfig, prompt_indices, rollout_pad_id, train_ppo
 from fgalign.rl.update import RewardSettings, TrainingDiverged, UpdateSettings, make_experience, ppo_update
+from fgalign.sampling.hf import generate
+from fgalign.sampling.rollout import SamplingConfig
 
 TESTS = Path(__file__).parent
 SMALL = dict(batch_size=8, max_new_tokens=8, minibatches=2, epochs=2, n_prompts=32, micro_batch=8, eval_every=1)
@@ -42,7 +43,7 @@ def test_dense_eos_only_reward_equals_sequence_path_exactly(policy_dir):
     ref = load_causal_lm(policy_dir).eval()
     value0 = ValueModel.from_backbone_dir(policy_dir, len(tok))
     prompts = [tok(p, add_special_tokens=False)["input_ids"] for p in FakeTask().prompts("train", 8, 0)]
-    rollout = generate(base, prompts, tok.eos_token_id, tok.pad_token_id, SamplingSettings(max_new_tokens=8))
+    rollout = generate(base, prompts, tok.eos_token_id, tok.pad_token_id, SamplingConfig(max_new_tokens=8))
     args = (rollout.prompt_lists(), rollout.response_lists(), tok)
     eos_only = TableRewardModel(len(tok), eos_only=True).score_responses(*args)
     dense = TableRewardModel(len(tok)).score_responses(*args)

@@ -8,8 +8,9 @@ from fgalign.models.policy import load_causal_lm, load_tokenizer
 from fgalign.models.value import ValueModel
 from ppo_fakes import make_eos_prone
 
-from fgalign.rl.rollout import (Rollout, SamplingSettings, generate, in_micro_batches, left_pad, policy_logprobs,
-                                response_mask_from_ids, values_of)
+from fgalign.rl.scoring import in_micro_batches, policy_logprobs, values_of
+from fgalign.sampling.hf import generate
+from fgalign.sampling.rollout import Rollout, SamplingConfig, left_pad, response_mask_from_ids
 
 PROMPTS = ["List 3 fruits:", "I hated the boring plot, but", "red", "List 4 animals: cat, dog,"]
 
@@ -54,7 +55,7 @@ def test_logits_do_not_change_with_left_padding(policy, tok):
 
 
 def test_generate_masks_and_logprobs_match_sampling_distribution(policy, tok):
-    settings = SamplingSettings(max_new_tokens=10)
+    settings = SamplingConfig(max_new_tokens=10)
     torch.manual_seed(0)
     ro = generate(policy, _prompt_ids(tok) * 4, tok.eos_token_id, tok.pad_token_id, settings, micro_batch=6)
     B, T = ro.response_ids.shape
@@ -84,7 +85,7 @@ def test_tokenizer_with_pad_equal_to_eos_gives_the_same_rollout(policy, tok):
     same = copy.deepcopy(tok)
     same.pad_token = same.eos_token
     assert same.pad_token_id == same.eos_token_id
-    settings = SamplingSettings(max_new_tokens=8)
+    settings = SamplingConfig(max_new_tokens=8)
     torch.manual_seed(1)
     a = generate(policy, _prompt_ids(tok), tok.eos_token_id, tok.pad_token_id, settings)
     torch.manual_seed(1)
@@ -97,7 +98,7 @@ def test_tokenizer_with_pad_equal_to_eos_gives_the_same_rollout(policy, tok):
 
 def test_micro_batches_and_values(policy, tok, tiny_policy_dir):
     torch.manual_seed(2)
-    ro = generate(policy, _prompt_ids(tok) * 2, tok.eos_token_id, tok.pad_token_id, SamplingSettings(max_new_tokens=6))
+    ro = generate(policy, _prompt_ids(tok) * 2, tok.eos_token_id, tok.pad_token_id, SamplingConfig(max_new_tokens=6))
     full = in_micro_batches(lambda r: policy_logprobs(policy, r)[0], ro, micro_batch=8)
     chunked = in_micro_batches(lambda r: policy_logprobs(policy, r)[0], ro, micro_batch=3)
     torch.testing.assert_close(full, chunked, atol=1e-5, rtol=0)

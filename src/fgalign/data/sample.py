@@ -13,9 +13,10 @@ import numpy as np
 
 from fgalign.data.io import write_records
 from fgalign.data.records import PreferenceRecord
-from fgalign.models.generate import SamplingConfig, sample_responses
 from fgalign.models.policy import load_causal_lm, load_tokenizer, resolve_device
 from fgalign.runinfo import save_run_config, seed_everything
+from fgalign.sampling.hf import sample_responses
+from fgalign.sampling.rollout import SamplingConfig
 from fgalign.tasks import load_task
 
 

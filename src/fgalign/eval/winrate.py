@@ -13,9 +13,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from fgalign.errors import InputError
-from fgalign.models.generate import SamplingConfig, sample_responses
 from fgalign.models.policy import load_causal_lm, load_tokenizer, resolve_device
 from fgalign.runinfo import seed_everything, write_json, save_run_config
+from fgalign.sampling.hf import sample_responses
+from fgalign.sampling.rollout import SamplingConfig
 from fgalign.tasks import load_task
 
 

@@ -19,9 +19,10 @@ from fgalign.rl.checkpoint import STATE_FILE, latest_checkpoint, save_checkpoint
 from fgalign.rl.kl import make_kl_controller
 from fgalign.rl.metrics_log import MetricsLog
 from fgalign.rl.rewards import reward_options_problem
-from fgalign.rl.rollout import SamplingSettings, generate
 from fgalign.rl.update import (RewardSettings, TrainingDiverged, UpdateSettings, experience_stats, make_experience,
                                ppo_update)
+from fgalign.sampling.hf import generate
+from fgalign.sampling.rollout import SamplingConfig
 
 
 @dataclass
@@ -216,7 +217,8 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
         out.mkdir(parents=True, exist_ok=True)
         save_run_config(out / "ppo_log.jsonl", cfg, stage="ppo")
 
-    sampling = SamplingSettings(cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p)
+    sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
+                              top_p=cfg.top_p)
     rs = RewardSettings(cfg.reward, cfg.reward_scale, cfg.alpha, cfg.reward_clip, cfg.missing_eos_penalty,
                         cfg.kl_estimator)
     us = UpdateSettings(cfg.epochs, cfg.minibatches, cfg.clip, cfg.value_clip, cfg.vf_coef, cfg.entropy_coef,

@@ -14,7 +14,8 @@ from torch import Tensor
 from fgalign.rl.kl import kl_per_token
 from fgalign.rl.ppo import explained_variance, gae, masked_mean, policy_loss, value_loss
 from fgalign.rl.rewards import compose_rewards, masked_whiten, rm_rewards, truncation_penalty
-from fgalign.rl.rollout import Rollout, in_micro_batches, policy_logprobs, values_of
+from fgalign.rl.scoring import in_micro_batches, policy_logprobs, values_of
+from fgalign.sampling.rollout import Rollout
 
 
 class TrainingDiverged(RuntimeError):
