@@ -11,7 +11,7 @@ import sys
 # name -> (module, config class, run function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "sft": ("fgalign.train.sft", "SFTConfig", "run", "supervised fine-tuning on the task's demonstrations"),
-    "sample": ("fgalign.data.sample", "SampleConfig", "run", "sample two responses per prompt; the judge picks"),
+    "sample": ("fgalign.pairs.stage", "SampleConfig", "run", "sample two responses per prompt; the judge picks"),
     "edit": ("fgalign.editors.stage", "EditConfig", "run", "minimally edit each rejected response"),
     "label": ("fgalign.labels.stage", "LabelConfig", "run", "token labels from the edits (for inspection)"),
     "train-rm": ("fgalign.train.reward", "RewardConfig", "run", "train a token- or sequence-level reward model"),

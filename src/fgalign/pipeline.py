@@ -81,7 +81,7 @@ class Stages:
 
 def build_configs(raw: dict, run: Path, path: str) -> dict[str, Any]:
     """Stage configs from the YAML dict, each checked for unknown keys."""
-    from fgalign.data.sample import SampleConfig
+    from fgalign.pairs.stage import SampleConfig
     from fgalign.editors.stage import EditConfig
     from fgalign.train.sft import SFTConfig
 
@@ -162,7 +162,7 @@ def make_evaluators(cfgs: dict, run: Path) -> dict:
 
 def run(cfg: PipelineConfig) -> dict:
     from fgalign.data import read_records
-    from fgalign.data.sample import run as sample
+    from fgalign.pairs.stage import run as sample
     from fgalign.editors.stage import run as edit
     from fgalign.eval.rm_eval import evaluate_rm
     from fgalign.models.reward import load_reward_model

@@ -1,4 +1,5 @@
-"""Preference pairs the paper's way: two samples of the SFT policy per prompt, the task's judge picks.
+"""`fgalign sample`: preference pairs the paper's way: two samples of the SFT policy per prompt, the task's
+judge picks.
 
 Optionally the judge is noisy like human annotators: P(a ≻ b) = σ((score_a − score_b) / τ) (Bradley–Terry).
 """
