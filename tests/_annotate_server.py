@@ -118,7 +118,8 @@ class Annotator:
         import httpx
 
         self.client = httpx.Client(base_url=base, timeout=timeout, follow_redirects=False)
-        r = self.client.get(f"/login/{token}")
+        assert self.client.get(f"/login/{token}").status_code == 200  # asks, does not spend the link
+        r = self.client.post(f"/login/{token}")
         assert r.status_code == 303, (r.status_code, r.text[:200])
         self.csrf = self.client.get("/api/session").json()["csrf"]
 

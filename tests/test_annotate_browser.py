@@ -72,6 +72,7 @@ def test_annotator_edits_in_a_real_browser(tmp_path, tiny_tokenizer_dir, tiny_to
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
             page.set_default_timeout(15_000)
             page.goto(f"{base}/login/{token}")
+            page.click("#login")
             expect(page).to_have_url(re.compile(r"/item/\d+$"))
             first_url = page.url
             expect(page.locator("#prompt")).to_have_text(PAIRS[0]["prompt"])

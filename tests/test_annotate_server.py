@@ -32,8 +32,13 @@ def test_login_link_is_one_time_and_every_page_needs_the_session(tmp_path):
             assert anon.get(path).status_code == 401, path
         assert anon.post("/api/item/1/submit", json={"text": "x"}).status_code == 401
         assert anon.get("/login/not-a-token").status_code == 403
+        assert anon.post("/login/not-a-token").status_code == 403
+        for _ in range(2):  # a link preview (GET) does not spend the link
+            page = anon.get(f"/login/{tokens['alice']}")
+            assert page.status_code == 200 and "Log in as alice" in page.text and "set-cookie" not in page.headers
         alice = Annotator(base, tokens["alice"])
-        assert httpx.get(f"{base}/login/{tokens['alice']}").status_code == 403  # used already
+        assert httpx.post(f"{base}/login/{tokens['alice']}").status_code == 403  # used already
+        assert httpx.get(f"{base}/login/{tokens['alice']}").status_code == 403
         page = alice.client.get("/next", follow_redirects=True)
         assert page.status_code == 200 and "apple, dog, plum." in page.text
         assert page.headers["content-security-policy"].startswith("default-src 'self'")

@@ -58,6 +58,11 @@ class Session:
     csrf: str
 
 
+def link_owner(conn: Connection, token: str) -> str | None:
+    """Whose unused login link this is (the link is not spent)."""
+    return conn.execute(select(users.c.name).where(users.c.login_hash == digest(token))).scalar()
+
+
 def login(conn: Connection, token: str) -> tuple[str, Session] | None:
     """Spend a one-time login token: a new session (its secret id and what it grants), or None."""
     row = conn.execute(select(users.c.id, users.c.name).where(users.c.login_hash == digest(token))).first()

@@ -155,7 +155,18 @@ def create_app(db_path: str, secure_cookies: bool = False) -> FastAPI:
 
     # ---- pages -------------------------------------------------------------------------------------------
     @app.get("/login/{token}")
+    async def login_page(request: Request, token: str) -> Response:
+        """Opening the link only asks; the POST spends it. Link previews (chat apps, mail scanners) fetch
+        links with GET and would otherwise burn a one-time link before the annotator sees it."""
+        name = await run_in_threadpool(state.read, accounts.link_owner, token)
+        if name is None:
+            raise Problem(403, "this login link is not valid or was used already; ask for a new one "
+                               "(`fgalign annotate users link NAME`)")
+        return page(request, "login.html", user=name, token=token)
+
+    @app.post("/login/{token}")
     async def login(request: Request, token: str) -> Response:
+        # No CSRF token here: the secret in the path is what a forged request could not know.
         result = await run_in_threadpool(state.tx, accounts.login, token)
         if result is None:
             raise Problem(403, "this login link is not valid or was used already; ask for a new one "
