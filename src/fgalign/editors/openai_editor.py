@@ -4,8 +4,8 @@ Greedy by default (temperature 0) so that a rerun asks the same question and the
 """
 from __future__ import annotations
 
-from fgalign.editors.chat import ChatClient
 from fgalign.editors.prompts import clean_reply, edit_messages
+from fgalign.llm.client import ChatClient
 
 
 class OpenAIEditor:

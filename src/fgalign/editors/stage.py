@@ -19,9 +19,14 @@ import tyro
 from fgalign.data import PreferenceRecord, read_records, write_records
 from fgalign.data.records import response_text
 from fgalign.editors.base import Editor, check_edit
+from fgalign.editors.openai_editor import OpenAIEditor
 from fgalign.editors.progress import ProgressLog, progress_path, record_key
+from fgalign.editors.prompts import load_template
+from fgalign.editors.task import TaskEditor
 from fgalign.errors import InputError
+from fgalign.llm.client import RequestFailed, make_client
 from fgalign.runinfo import save_run_config, seed_everything
+from fgalign.tasks import load_task
 
 
 @dataclass
@@ -79,26 +84,17 @@ class EditConfig:
 
 
 def build_editor(cfg: EditConfig) -> Editor:
-    from fgalign.editors.prompts import load_template
-
     template = load_template(cfg.template)
     if cfg.editor == "task":
-        from fgalign.editors.task import TaskEditor
-        from fgalign.tasks.base import load_task
-
         return TaskEditor(load_task(cfg.task))
     if cfg.editor == "openai":
-        from fgalign.editors.chat import ChatClient
-        from fgalign.editors.openai_editor import OpenAIEditor
-
-        params: dict[str, Any] = {"temperature": cfg.temperature}
-        if cfg.max_tokens is not None:
-            params["max_tokens"] = cfg.max_tokens
         cache_dir = cfg.cache_dir or Path(cfg.out).parent / "llm-cache"
-        client = ChatClient(cfg.base_url or "", cfg.model or "", api_key_env=cfg.api_key_env, timeout=cfg.timeout,
-                            max_retries=cfg.max_retries, backoff_base=cfg.backoff_base, cache_dir=cache_dir,
-                            params=params)
+        client = make_client(cfg.base_url, cfg.model, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                             api_key_env=cfg.api_key_env, timeout=cfg.timeout, max_retries=cfg.max_retries,
+                             backoff_base=cfg.backoff_base, cache_dir=cache_dir)
         return OpenAIEditor(client, template=template, hint_chosen=cfg.hint_chosen)
+    # The one lazy fgalign import left: the hf editor pulls in torch and transformers, and `fgalign edit` with
+    # the task or an API editor must not pay seconds for them.
     from fgalign.editors.hf import HFEditor
 
     if not cfg.model:
@@ -127,8 +123,6 @@ def judge_edit(rejected: str, edited: Any, max_ratio: float) -> dict[str, Any]:
 
 def edit_one(editor: Editor, job: Job, max_ratio: float, reask: bool) -> dict[str, Any]:
     """Edit one record; every failure but bad user input is recorded, not raised (the run goes on)."""
-    from fgalign.editors.chat import RequestFailed
-
     key, prompt, rejected, chosen = job
     try:
         entry = judge_edit(rejected, editor.edit(prompt, rejected, chosen), max_ratio)

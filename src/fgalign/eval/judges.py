@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fgalign.errors import InputError
+from fgalign.llm.client import make_client
+from fgalign.tasks import load_task
 
 
 class Judge(Protocol):
@@ -115,13 +117,9 @@ class OpenAIJudge:
     def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
                  max_retries: int = 4, backoff_base: float = 1.0, cache_dir: str | Path | None = None,
                  concurrency: int = 8, temperature: float = 0.0, max_tokens: int | None = None):
-        from fgalign.editors.chat import ChatClient
-
-        params: dict[str, Any] = {"temperature": temperature}
-        if max_tokens is not None:
-            params["max_tokens"] = max_tokens
-        self.client = ChatClient(base_url, model, api_key_env=api_key_env, timeout=timeout, max_retries=max_retries,
-                                 backoff_base=backoff_base, cache_dir=cache_dir, params=params)
+        self.client = make_client(base_url, model, temperature=temperature, max_tokens=max_tokens,
+                                  api_key_env=api_key_env, timeout=timeout, max_retries=max_retries,
+                                  backoff_base=backoff_base, cache_dir=cache_dir)
         self.concurrency = concurrency
         self.name = f"openai:{model}"
         self.unparsed = 0  # replies no verdict could be read from (scored as ties)
@@ -157,8 +155,6 @@ def load_judge(spec: str, *, task: Any = None, **openai_kwargs: Any) -> Judge:
         if task is None:
             raise InputError("the task judge needs a task", field="--task")
         if isinstance(task, str):
-            from fgalign.tasks.base import load_task
-
             task = load_task(task)
         return TaskJudge(task)
     if spec == "openai":

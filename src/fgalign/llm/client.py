@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-from fgalign.editors.cache import ResponseCache, request_key
 from fgalign.errors import InputError
+from fgalign.llm.cache import ResponseCache, request_key
 
 RETRYABLE_STATUS = {408, 409, 429}  # plus every 5xx
 FATAL_STATUS = {401: "the server refused the API key", 403: "the API key may not use this model",
@@ -111,3 +110,14 @@ class ChatClient:
         if self.cache is not None:
             self.cache.put(key, self.model, reply)
         return reply
+
+
+def make_client(base_url: str | None, model: str | None, *, temperature: float = 0.0, max_tokens: int | None = None,
+                **options: Any) -> ChatClient:
+    """The client editors and judges use: every request at `temperature` (0, greedy, so that a rerun asks the
+    same question and the cache answers it) and capped at `max_tokens` when given (else the server's default).
+    `options` (api_key_env, timeout, max_retries, backoff_base, cache_dir) go to `ChatClient`."""
+    params: dict[str, Any] = {"temperature": temperature}
+    if max_tokens is not None:
+        params["max_tokens"] = max_tokens
+    return ChatClient(base_url or "", model or "", params=params, **options)
