@@ -98,6 +98,10 @@ def test_bad_submissions_get_a_message_not_a_500(tmp_path):
         assert r.status_code == 400 and "JSON" in r.json()["error"]
         r = alice.submit(aid, 42)
         assert r.status_code == 400
+        r = alice.post(f"/api/item/{aid}/draft", {"text": "x", "seconds": "nan"})
+        assert r.status_code == 200 and alice.next()["draft"] == "x"  # a nonsense time adds nothing
+        r = alice.client.post(f"/item/{aid}", files={"csrf": ("f.txt", b"x")}, data={"edited": "x"})
+        assert r.status_code == 403  # an uploaded file is no CSRF token
         r = alice.client.post(f"/api/item/{aid}/submit", content=b"x" * 300_000, headers={
             "X-CSRF-Token": alice.csrf, "Content-Type": "application/json"})
         assert r.status_code == 413

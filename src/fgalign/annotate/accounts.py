@@ -89,4 +89,4 @@ def logout(conn: Connection, session_id: str) -> None:
 
 
 def csrf_ok(session: Session, presented: str | None) -> bool:
-    return bool(presented) and secrets.compare_digest(session.csrf, presented)
+    return isinstance(presented, str) and bool(presented) and secrets.compare_digest(session.csrf, presented)

@@ -7,6 +7,7 @@ see db.py), so two annotators claiming at once are serialized and an item never 
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -113,8 +114,8 @@ def claim_next(conn: Connection, user_id: int, overlap: int, timeout: float) -> 
 
 def _add_seconds(a: Assignment, seconds: float | None) -> float:
     """Time on task: the page reports the seconds it was visible since its last report; clamp to sane."""
-    add = min(max(float(seconds or 0.0), 0.0), 3600.0)
-    return a.seconds + add
+    add = float(seconds or 0.0)
+    return a.seconds + (min(max(add, 0.0), 3600.0) if math.isfinite(add) else 0.0)
 
 
 def save_draft(conn: Connection, a: Assignment, text: str, seconds: float | None = None,
