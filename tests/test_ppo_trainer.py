@@ -52,8 +52,9 @@ def test_dense_eos_only_reward_equals_sequence_path_exactly(policy_dir):
     for mode, rm_out in (("token", eos_only), ("sequence", dense)):
         policy, value = copy.deepcopy(base), copy.deepcopy(value0)
         opts = (torch.optim.AdamW(policy.parameters(), lr=1e-3), torch.optim.AdamW(value.parameters(), lr=1e-3))
-        exp = make_experience(rollout, rm_out, policy, ref, value, 0.1, RewardSettings(mode, "total-std"),
-                              1.0, 0.95, True, 1.0, 4)
+        rs = RewardSettings(reward=mode, reward_scale="total-std")
+        exp = make_experience(rollout, rm_out, policy, ref, value, 0.1, rs, gamma=1.0, lam=0.95,
+                              whiten_advantages=True, temperature=1.0, micro_batch=4)
         torch.manual_seed(123)
         stats = ppo_update(exp, policy, value, opts, UpdateSettings(epochs=2, minibatches=2))
         results.append((exp, stats, policy.state_dict(), value.state_dict()))

@@ -9,11 +9,16 @@ differ only where they should (DESIGN §1.5).
 """
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 from torch import Tensor
 
-REWARD_MODES = ("token", "token-shaped", "token+sequence", "sequence")
-REWARD_SCALES = ("raw", "mean", "whiten", "total-std")
+# The names, declared once: the Literals type the PPO options (and give the CLI its choices), the tuples check input.
+RewardMode = Literal["token", "token-shaped", "token+sequence", "sequence"]
+RewardScale = Literal["raw", "mean", "whiten", "total-std"]
+REWARD_MODES: tuple[str, ...] = get_args(RewardMode)
+REWARD_SCALES: tuple[str, ...] = get_args(RewardScale)
 
 
 def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:

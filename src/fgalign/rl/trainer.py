@@ -26,8 +26,8 @@ from fgalign.sampling.rollout import SamplingConfig
 
 
 @dataclass
-class PPOConfig:
-    """Fine-grained PPO. Defaults suit a 2-layer 128-d GPT-2 on CPU (a few seconds per iteration)."""
+class PPOPaths:
+    """Where PPO reads its models and writes its outputs."""
 
     policy: str
     """Initial policy: a local Hugging Face causal-LM directory (the SFT model); also the reference."""
@@ -35,18 +35,15 @@ class PPOConfig:
     """Reward model directory (`fgalign train-rm`), token- or sequence-level."""
     out: str
     """Output directory: the trained policy (save_pretrained), logs, TensorBoard, checkpoints."""
-    reward: Literal["token", "token-shaped", "token+sequence", "sequence"] = "token"
-    """How the RM's output becomes rewards: per-token r_t, potential-shaped S_t − S_{t−1}, α·r_t plus the
-    sequence score at the last token, or the sequence score at the last token only."""
-    reward_scale: Literal["raw", "mean", "whiten", "total-std"] = "total-std"
-    """raw; mean (token rewards / length); whiten (over the batch); total-std (divide by the batch std of each
-    response's total reward, no centring: DESIGN §6 found it keeps the length term out)."""
-    alpha: float = 1.0
-    """Weight of the token rewards in `token+sequence`."""
-    reward_clip: float | None = None
-    """Clip the RM's rewards to ±this (after scaling); None: off."""
-    missing_eos_penalty: float | None = None
-    """Subtracted at the last token of responses that hit max_new_tokens without EOS; None: off."""
+
+
+# The reward and update options are declared once, in fgalign.rl.update, and inherited here. Bases are listed
+# in reverse because dataclass fields come from the last base first: --help shows paths, reward, update options,
+# then the loop's own.
+@dataclass
+class PPOConfig(UpdateSettings, RewardSettings, PPOPaths):
+    """Fine-grained PPO. Defaults suit a 2-layer 128-d GPT-2 on CPU (a few seconds per iteration)."""
+
     task: str = "default"
     """Where PPO prompts come from: a built-in task or `package.module:Class`."""
     n_prompts: int = 4096
@@ -57,8 +54,6 @@ class PPOConfig:
     """Rollouts per iteration per process."""
     max_new_tokens: int = 24
     """Longest response (EOS included)."""
-    temperature: float = 1.0
-    """Sampling temperature; the log-probs use the same one."""
     top_k: int = 0
     """Top-k sampling (0: off)."""
     top_p: float = 1.0
@@ -67,24 +62,10 @@ class PPOConfig:
     """Policy learning rate (AdamW)."""
     value_lr: float = 1e-4
     """Value model learning rate (AdamW)."""
-    epochs: int = 4
-    """Passes over each rollout batch."""
-    minibatches: int = 4
-    """Minibatches per pass."""
     gamma: float = 1.0
     """Discount."""
     lam: float = 0.95
     """GAE λ."""
-    clip: float = 0.2
-    """Policy ratio clip ε."""
-    value_clip: float = 0.2
-    """Value clip around the old values."""
-    vf_coef: float = 0.5
-    """Weight of the value loss in the summed loss."""
-    entropy_coef: float = 0.0
-    """Entropy bonus."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping, per model."""
     whiten_advantages: bool = True
     """Whiten advantages over the batch's response tokens."""
     kl_coef: float = 0.1
@@ -94,8 +75,6 @@ class PPOConfig:
     kl_horizon: float = 128
     """Adaptive controller horizon, in responses: β moves by at most 20% · batch / horizon per iteration
     (128 with batch 64: ±10%, enough to hold the target within a 60-iteration run)."""
-    kl_estimator: Literal["k1", "k3"] = "k1"
-    """Per-token KL in the reward: k1 = log π − log π_ref, k3 = exp(−k1) − 1 + k1."""
     value_init: Literal["policy", "reward"] = "policy"
     """Initialise the value model's backbone from the policy or from the reward model (same vocabulary)."""
     lora: bool = False
@@ -219,10 +198,6 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
 
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                               top_p=cfg.top_p)
-    rs = RewardSettings(cfg.reward, cfg.reward_scale, cfg.alpha, cfg.reward_clip, cfg.missing_eos_penalty,
-                        cfg.kl_estimator)
-    us = UpdateSettings(cfg.epochs, cfg.minibatches, cfg.clip, cfg.value_clip, cfg.vf_coef, cfg.entropy_coef,
-                        cfg.max_grad_norm, cfg.temperature)
     raw_policy, raw_value = accelerator.unwrap_model(policy), accelerator.unwrap_model(value)
     pad_id = rollout_pad_id(tokenizer, raw_policy.get_input_embeddings().num_embeddings)
     history, evals = [], []
@@ -235,10 +210,13 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
         t1 = time.perf_counter()
         rm_out = reward_model.score_responses(rollout.prompt_lists(), rollout.response_lists(), tokenizer)
         try:
-            exp = make_experience(rollout, rm_out, raw_policy, ref_model, raw_value, kl_ctl.beta, rs, cfg.gamma,
-                                  cfg.lam, cfg.whiten_advantages, cfg.temperature, cfg.micro_batch, it + 1)
+            # cfg is a RewardSettings and an UpdateSettings (PPOConfig inherits both).
+            exp = make_experience(rollout, rm_out, raw_policy, ref_model, raw_value, beta=kl_ctl.beta, rs=cfg,
+                                  gamma=cfg.gamma, lam=cfg.lam, whiten_advantages=cfg.whiten_advantages,
+                                  temperature=cfg.temperature, micro_batch=cfg.micro_batch, iteration=it + 1)
             t2 = time.perf_counter()
-            stats = ppo_update(exp, policy, value, (opt_policy, opt_value), us, accelerator, it + 1)
+            stats = ppo_update(exp, policy, value, (opt_policy, opt_value), us=cfg, accelerator=accelerator,
+                               iteration=it + 1)
         except TrainingDiverged as e:
             where = f"; the last good checkpoint is {last_good}" if last_good else "; no checkpoint was saved yet"
             raise TrainingDiverged(f"{e}{where}") from None

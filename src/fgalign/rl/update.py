@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from fgalign.rl.kl import kl_per_token
 from fgalign.rl.ppo import explained_variance, gae, masked_mean, policy_loss, value_loss
-from fgalign.rl.rewards import compose_rewards, masked_whiten, rm_rewards, truncation_penalty
+from fgalign.rl.rewards import RewardMode, RewardScale, compose_rewards, masked_whiten, rm_rewards, truncation_penalty
 from fgalign.rl.scoring import in_micro_batches, policy_logprobs, values_of
 from fgalign.sampling.rollout import Rollout
 
@@ -30,14 +31,25 @@ def check_finite(name: str, x: Tensor, iteration: int) -> None:
 
 @dataclass
 class RewardSettings:
-    """How the reward model's output becomes the (B, T) reward (see fgalign.rl.rewards)."""
+    """How the reward model's output becomes the (B, T) reward (see fgalign.rl.rewards).
 
-    mode: str = "token"
-    scale: str = "total-std"
+    Declared once, here: `PPOConfig` inherits these options (same names, same docs), and the trainer passes
+    its config where a RewardSettings is asked."""
+
+    reward: RewardMode = "token"
+    """How the RM's output becomes rewards: per-token r_t, potential-shaped S_t − S_{t−1}, α·r_t plus the
+    sequence score at the last token, or the sequence score at the last token only."""
+    reward_scale: RewardScale = "total-std"
+    """raw; mean (token rewards / length); whiten (over the batch); total-std (divide by the batch std of each
+    response's total reward, no centring: DESIGN §6 found it keeps the length term out)."""
     alpha: float = 1.0
-    clip: float | None = None
+    """Weight of the token rewards in `token+sequence`."""
+    reward_clip: float | None = None
+    """Clip the RM's rewards to ±this (after scaling); None: off."""
     missing_eos_penalty: float | None = None
-    kl_estimator: str = "k1"
+    """Subtracted at the last token of responses that hit max_new_tokens without EOS; None: off."""
+    kl_estimator: Literal["k1", "k3"] = "k1"
+    """Per-token KL in the reward: k1 = log π − log π_ref, k3 = exp(−k1) − 1 + k1."""
 
 
 @dataclass
@@ -76,12 +88,12 @@ def make_experience(rollout: Rollout, rm_out, policy, ref_model, value_model, be
         return torch.nn.functional.pad(x.float().to(mask.device), (0, T - x.shape[1]))[:, :T]
 
     sequence_score = rm_out.sequence_score.float().to(mask.device)
-    rm = rm_rewards(rs.mode, fit(rm_out.token_rewards), fit(rm_out.prefix_scores), sequence_score, mask, last,
-                    scale=rs.scale, alpha=rs.alpha)
+    rm = rm_rewards(rs.reward, fit(rm_out.token_rewards), fit(rm_out.prefix_scores), sequence_score, mask, last,
+                    scale=rs.reward_scale, alpha=rs.alpha)
     if rs.missing_eos_penalty:
         rm = truncation_penalty(rm, rollout.truncated, last, rs.missing_eos_penalty)
     kl = kl_per_token(logprobs, ref_logprobs, mask, rs.kl_estimator)
-    rewards = compose_rewards(rm, kl, beta, mask, clip=rs.clip)
+    rewards = compose_rewards(rm, kl, beta, mask, clip=rs.reward_clip)
     check_finite("rewards", rewards, iteration)
     advantages, returns = gae(rewards, values, mask, gamma, lam)
     if whiten_advantages:
@@ -92,14 +104,24 @@ def make_experience(rollout: Rollout, rm_out, policy, ref_model, value_model, be
 
 @dataclass
 class UpdateSettings:
+    """How one rollout batch updates policy and value (declared once, here; `PPOConfig` inherits them)."""
+
     epochs: int = 4
+    """Passes over each rollout batch."""
     minibatches: int = 4
+    """Minibatches per pass."""
     clip: float = 0.2
+    """Policy ratio clip ε."""
     value_clip: float = 0.2
+    """Value clip around the old values."""
     vf_coef: float = 0.5
+    """Weight of the value loss in the summed loss."""
     entropy_coef: float = 0.0
+    """Entropy bonus."""
     max_grad_norm: float = 1.0
+    """Gradient clipping, per model."""
     temperature: float = 1.0
+    """Sampling temperature; the log-probs use the same one."""
 
 
 def ppo_update(exp: Experience, policy, value_model, optimizers, us: UpdateSettings, accelerator=None,
