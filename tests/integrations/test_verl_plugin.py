@@ -1,10 +1,12 @@
-"""The verl plug-in, run through verl's own code on CPU: reward manager loaded from verl's config by verl's
-RewardLoopWorker, the agent loop's real `_postprocess` building the batch, our manager placing the rewards,
-then verl's own KL-in-reward and GAE consuming them.
+"""The verl plug-in, run through verl's own code on CPU: the reward manager loaded from verl's config by verl's
+RewardLoopWorker; for the legacy trainer the agent loop's real `_postprocess` batching and our manager placing
+the rewards; for the v1 trainer the agent loop's real `_compute_score` and our output's `as_dict`; then verl's
+own KL-in-reward and GAE consuming them; and the recipe's config composed by Hydra from verl's own.
 
 Runs in .venv-verl (verl pins its own versions; `make test` builds it); skipped where verl is not installed.
 """
 import asyncio
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -16,7 +18,7 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from verl import DataProto  # noqa: E402
 from verl.experimental.agent_loop.agent_loop import (AgentLoopManager, AgentLoopMetrics,  # noqa: E402
-                                                     AgentLoopWorker, _InternalAgentLoopOutput)
+                                                     AgentLoopOutput, AgentLoopWorker, _InternalAgentLoopOutput)
 from verl.experimental.reward_loop.reward_loop import RewardLoopWorker  # noqa: E402
 from verl.utils.ray_utils import auto_await  # noqa: E402
 
@@ -24,6 +26,7 @@ from fgalign.errors import InputError  # noqa: E402
 from fgalign.integrations import verl as plugin  # noqa: E402
 from fgalign.models.reward import build_reward_model, head_module, load_reward_model  # noqa: E402
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "verl"
 P, R = 12, 20  # verl pads prompts (left) and responses (right) to the configured lengths
 PROMPTS = ["List 3 fruits:", "List 2 colors:", "List 4 animals:"]
 RESPONSES = [" apple, banana, cherry.", " red.", " cat, dog, horse, cow, cat, dog, horse, cow."]
@@ -58,11 +61,14 @@ def other_vocab_rm_dir(tmp_path_factory):
     return save_random_rm(backbone, tmp_path_factory.mktemp("rm200"))
 
 
-def verl_config(policy_dir, rm_dir, reward="token", scale="raw", manager=plugin.MANAGER_FQN, **reward_extra):
+def verl_config(policy_dir, rm_dir, reward="token", scale="raw", manager=plugin.MANAGER_FQN, v1=False,
+                agent_loop="single_turn_agent", **reward_extra):
     return OmegaConf.create({
+        "trainer": {"use_v1": v1},
         "actor_rollout_ref": {
             "model": {"path": str(policy_dir), "tokenizer_path": None},
-            "rollout": {"prompt_length": P, "response_length": R, "agent": {"agent_loop_manager_class": manager}},
+            "rollout": {"prompt_length": P, "response_length": R,
+                        "agent": {"agent_loop_manager_class": manager, "default_agent_loop": agent_loop}},
         },
         "reward": {
             "num_workers": 1,
@@ -244,15 +250,128 @@ def test_batch_level_scale_and_verl_kl_in_reward_and_gae(tiny_policy_dir, rm_dir
     assert torch.allclose(ret[:, 0], totals, atol=1e-5)  # γ = λ = 1, V = 0: the return is the sum of rewards
 
 
+def v1_trajectory_dicts(config, tokenizer):
+    """v1 trainer: verl's real `AgentLoopWorker._compute_score` on each output of our agent loop, then
+    `as_dict()`, which is what the v1 agent loop puts into TransferQueue for the trainer."""
+    reward_worker = RewardLoopWorker(config)
+    settings = plugin.FgalignVerlSettings.from_verl_config(config)
+    agent_worker = object.__new__(AgentLoopWorker)  # only the attributes _compute_score reads
+    agent_worker.processor, agent_worker.mm_processor_kwargs = None, {}
+    agent_worker.reward_loop_worker_handles = [SimpleNamespace(compute_score=SimpleNamespace(
+        remote=reward_worker.compute_score))]
+    trajs = trajectories(tokenizer)
+
+    async def run_all():
+        dicts = []
+        for p, r in trajs:
+            output = AgentLoopOutput(prompt_ids=p, response_ids=r, response_mask=[1] * len(r), num_turns=2,
+                                     metrics={}, extra_fields={"turn_scores": []})
+            output = plugin.DenseRewardOutput.of(output, settings)  # what FgalignSingleTurnAgentLoop.run returns
+            await AgentLoopWorker._compute_score(agent_worker, [output], kwargs={})
+            dicts.append(output.as_dict())
+        return dicts
+
+    return asyncio.run(run_all()), trajs
+
+
+def test_v1_trainer_gets_dense_rows_one_trajectory_at_a_time(tiny_policy_dir, rm_dir, policy_tokenizer):
+    config = verl_config(tiny_policy_dir, rm_dir, reward="token", v1=True, manager=None,
+                         agent_loop=plugin.AGENT_LOOP_NAME)
+    dicts, trajs = v1_trajectory_dicts(config, policy_tokenizer)
+    for d, (p, r) in zip(dicts, trajs):
+        assert d["rm_scores"].shape == (len(r),)  # v1 stores unpadded rows (nested tensors)
+        assert torch.allclose(d["rm_scores"], head_values(rm_dir, p, r), atol=1e-5)
+        info = d["extra_fields"]["reward_extra_info"]
+        assert plugin.TOKEN_KEY not in info and plugin.SEQUENCE_KEY in info
+    mean = verl_config(tiny_policy_dir, rm_dir, reward="token", scale="mean", v1=True, manager=None,
+                       agent_loop=plugin.AGENT_LOOP_NAME)
+    for d, (p, r) in zip(v1_trajectory_dicts(mean, policy_tokenizer)[0], trajs):
+        assert torch.allclose(d["rm_scores"], head_values(rm_dir, p, r) / len(r), atol=1e-5)
+    # without our agent loop verl writes the scalar on the last token: what 'sequence' mode means
+    plain = AgentLoopOutput(prompt_ids=trajs[0][0], response_ids=trajs[0][1], response_mask=[1] * len(trajs[0][1]),
+                            reward_score=1.5, metrics={})
+    assert torch.count_nonzero(plain.as_dict()["rm_scores"]) == 1
+
+
+def test_agent_loop_class_is_a_single_turn_loop_registered_by_the_recipe():
+    from hydra.utils import get_class
+    from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
+
+    entries = OmegaConf.load(EXAMPLES / "agent_loops.yaml")
+    (entry,) = [e for e in entries if e.name == plugin.AGENT_LOOP_NAME]
+    assert issubclass(get_class(entry._target_), SingleTurnAgentLoop)
+
+
+def test_recipe_config_composes_from_verl_and_passes_the_checks(tiny_policy_dir, rm_dir, tmp_path):
+    """examples/verl/fgalign_ppo.yaml: Hydra composes it on verl's own ppo_trainer; every key it sets exists in
+    verl's config (but the plug-in's settings); our checks and verl's validate_config accept it."""
+    import verl
+    from hydra import compose, initialize_config_dir
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    overrides = [f"actor_rollout_ref.model.path={tiny_policy_dir}", f"reward.reward_kwargs.fgalign.rm={rm_dir}",
+                 f"data.train_files={tmp_path}/train.parquet", f"data.val_files={tmp_path}/val.parquet",
+                 f"actor_rollout_ref.rollout.agent.agent_loop_config_path={EXAMPLES / 'agent_loops.yaml'}"]
+    with initialize_config_dir(config_dir=str(EXAMPLES), version_base=None):
+        cfg = compose(config_name="fgalign_ppo", overrides=overrides)
+    generated = OmegaConf.to_container(
+        OmegaConf.load(Path(verl.__file__).parent / "trainer/config/_generated_ppo_trainer.yaml"))
+    verl_keys = set(leaf_keys(generated)) | {k.rsplit(".", 1)[0] for k in leaf_keys(generated)}
+    recipe = OmegaConf.to_container(OmegaConf.load(EXAMPLES / "fgalign_ppo.yaml"))  # "???" kept as text
+    recipe.pop("hydra"), recipe.pop("defaults")
+    for key in leaf_keys(recipe):
+        if not key.startswith("reward.reward_kwargs."):
+            assert key in verl_keys, f"{key}: not a key of verl's ppo_trainer config"
+    assert cfg.algorithm.use_kl_in_reward and cfg.algorithm.adv_estimator == "gae"
+    assert cfg.actor_rollout_ref.rollout.name == "vllm" and cfg.actor_rollout_ref.actor.strategy == "fsdp2"
+    assert cfg.trainer.use_v1  # verl 0.9's default trainer, hence the agent loop
+    plugin.check_verl_config(cfg, plugin.FgalignVerlSettings.from_verl_config(cfg))
+    validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
+
+
+def leaf_keys(node, prefix=""):
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            yield from leaf_keys(value, path + ".")
+        else:
+            yield path
+
+
+def test_prepare_data_writes_chat_prompts_verl_reads(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "edits.jsonl"
+    rows = [{"prompt": f"List {n} fruits:", "chosen": "a", "rejected": "b"} for n in range(2, 40)]
+    src.write_text("\n".join(json.dumps(r) for r in rows + rows[:5]))  # duplicates are dropped
+    subprocess.run([sys.executable, str(EXAMPLES / "prepare_data.py"), "--in", str(src), "--out", str(tmp_path / "d"),
+                    "--val", "3"], check=True, capture_output=True)
+    train, val = pq.read_table(tmp_path / "d/train.parquet").to_pylist(), pq.read_table(tmp_path / "d/val.parquet").to_pylist()
+    assert len(train) + len(val) == len(rows) and len(val) == 3
+    assert train[0]["prompt"][0]["role"] == "user" and train[0]["prompt"][0]["content"].startswith("List ")
+
+
 def test_settings_and_config_errors(tiny_policy_dir, rm_dir):
     ok = verl_config(tiny_policy_dir, rm_dir, reward="token")
     assert plugin.FgalignVerlSettings.from_verl_config(ok).reward_scale == "raw"
     plugin.check_verl_config(ok, plugin.FgalignVerlSettings.from_verl_config(ok))
     no_manager = verl_config(tiny_policy_dir, rm_dir, manager=None)
-    with pytest.raises(InputError, match="agent_loop_manager_class"):  # dense rewards without part 2
+    with pytest.raises(InputError, match="agent_loop_manager_class"):  # legacy trainer, dense, no placement
         plugin.check_verl_config(no_manager, plugin.FgalignVerlSettings.from_verl_config(no_manager))
-    seq_raw = verl_config(tiny_policy_dir, rm_dir, reward="sequence", manager=None)
-    plugin.check_verl_config(seq_raw, plugin.FgalignVerlSettings.from_verl_config(seq_raw))  # verl's own path
+    no_loop = verl_config(tiny_policy_dir, rm_dir, v1=True, manager=None)
+    with pytest.raises(InputError, match="fgalign_single_turn"):  # v1 trainer, dense, verl's own agent loop
+        plugin.check_verl_config(no_loop, plugin.FgalignVerlSettings.from_verl_config(no_loop))
+    batch_scale = verl_config(tiny_policy_dir, rm_dir, scale="total-std", v1=True, agent_loop=plugin.AGENT_LOOP_NAME)
+    with pytest.raises(InputError, match="whole batch"):
+        plugin.check_verl_config(batch_scale, plugin.FgalignVerlSettings.from_verl_config(batch_scale))
+    for v1 in (False, True):  # the sequence score at the last token is verl's own path: nothing else needed
+        seq_raw = verl_config(tiny_policy_dir, rm_dir, reward="sequence", manager=None, v1=v1)
+        plugin.check_verl_config(seq_raw, plugin.FgalignVerlSettings.from_verl_config(seq_raw))
     served = verl_config(tiny_policy_dir, rm_dir)
     served.reward.reward_model.enable = True
     with pytest.raises(InputError, match="reward_model.enable"):

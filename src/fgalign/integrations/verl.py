@@ -1,29 +1,31 @@
 """fgalign's reward model inside verl 0.9: dense (B, T) rewards on verl's response tokens.
 
-verl's PPO already *consumes* dense rewards: it copies `rm_scores` (B, T) into `token_level_scores`,
-subtracts β·KL per token when `algorithm.use_kl_in_reward=True` and runs GAE on the per-token rewards. What
-it lacks is a way to *produce* them: its reward loop returns one float per trajectory, and
-`AgentLoopWorker._postprocess` writes that float on the last response token. (`assemble_rm_scores`, the
-other hook, only runs on the colocated path, which verl takes when it serves a reward model of its own.)
-So the plug-in has two parts, both loaded through verl's own configuration (examples/verl/):
+verl's PPO already *consumes* dense rewards: it copies `rm_scores` into `token_level_scores`, subtracts β·KL
+per token when `algorithm.use_kl_in_reward=True` and runs GAE on the per-token rewards. What it lacks is a
+way to *produce* them: its reward loop returns one float per trajectory, which the agent loop writes on the
+last response token (`assemble_rm_scores`, the other hook, only runs on the colocated path that verl takes
+when it serves a reward model of its own). So the plug-in has two parts, both loaded through verl's config:
 
 1. `FgalignRewardManager` — `reward.reward_manager.source=importlib`,
    `reward.reward_manager.module.path=pkg://fgalign.integrations.verl`,
    `reward.reward_manager.name=FgalignRewardManager`. It runs in verl's reward workers (Ray actors,
-   `reward.num_workers` of them, spread over the nodes) and scores each rollout as soon as it is generated.
-   It returns the RM's sequence score as verl's scalar and, in `reward_extra_info`, the RM's per-token
-   rewards and prefix scores on the policy's response tokens (projected through character offsets when the
-   RM's tokenizer differs: `RewardModel.score_responses`).
-2. `FgalignAgentLoopManager` — `+actor_rollout_ref.rollout.agent.agent_loop_manager_class=
-   fgalign.integrations.verl.FgalignAgentLoopManager`. On the driver, after each rollout batch, it builds
-   `rm_scores` with `fgalign.rl.rewards.rm_rewards` — the function fgalign's own PPO calls — over the whole
-   batch, so the batch-level scales (total-std, whiten) mean what they mean in `fgalign ppo`, and removes
-   the per-token rows from the batch.
+   `reward.num_workers` of them, spread over the nodes) and scores each rollout as soon as it is generated:
+   verl's scalar is the RM's sequence score, and `reward_extra_info` carries the RM's per-token rewards and
+   prefix scores on the policy's response tokens (projected through character offsets when the RM's
+   tokenizer differs: `RewardModel.score_responses`).
+2. The placement, with `fgalign.rl.rewards.rm_rewards` — the function fgalign's own PPO calls:
+   - verl's default trainer (`trainer.use_v1=True`) stores each trajectory as `AgentLoopOutput.as_dict()`
+     makes it: the agent loop `FgalignSingleTurnAgentLoop` (`actor_rollout_ref.rollout.agent.
+     default_agent_loop=fgalign_single_turn`, registered by examples/verl/agent_loops.yaml) returns outputs
+     whose `as_dict` writes the dense row. One trajectory at a time, so scales `raw` and `mean` only.
+   - the legacy trainer (`trainer.use_v1=False`) batches trajectories first: `FgalignAgentLoopManager`
+     (`+actor_rollout_ref.rollout.agent.agent_loop_manager_class=...`) places the rewards on the whole
+     batch, so the batch-level scales (total-std, whiten) mean what they mean in `fgalign ppo`.
 
-Without part 2 verl would train on the RM's sequence score at the last token (fgalign's `sequence` mode,
-raw scale); the reward manager refuses any other setting in that case rather than train on something else.
-Settings live under `reward.reward_kwargs.fgalign` (`FgalignVerlSettings`). Single-turn rollouts (verl's
-default `single_turn_agent`): the RM scores the whole response.
+With neither, verl trains on the RM's sequence score at the last token (fgalign's `sequence` mode, raw
+scale); the reward manager refuses any other setting then, rather than train on something else. Settings
+live under `reward.reward_kwargs.fgalign` (`FgalignVerlSettings`). Single-turn rollouts: the RM scores the
+whole response.
 """
 from __future__ import annotations
 
@@ -36,7 +38,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from verl import DataProto
+from pydantic import PrivateAttr
 from verl.experimental.agent_loop import AgentLoopManager
+from verl.experimental.agent_loop.agent_loop import AgentLoopOutput
+from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 from verl.utils.ray_utils import auto_await
 
@@ -47,6 +52,8 @@ from fgalign.rl.rewards import reward_options_problem, rm_rewards
 TOKEN_KEY, PREFIX_KEY, SEQUENCE_KEY = "fgalign_token_rewards", "fgalign_prefix_scores", "fgalign_sequence_score"
 ROW_KEYS = (TOKEN_KEY, PREFIX_KEY)  # per-token rows: moved into rm_scores, then dropped from the batch
 MANAGER_FQN = "fgalign.integrations.verl.FgalignAgentLoopManager"
+AGENT_LOOP_NAME = "fgalign_single_turn"  # examples/verl/agent_loops.yaml registers it under this name
+PER_TRAJECTORY_SCALES = ("raw", "mean")  # what one trajectory at a time can compute
 
 
 @dataclass
@@ -83,8 +90,8 @@ class FgalignVerlSettings:
         return settings
 
     @property
-    def needs_manager(self) -> bool:
-        """Anything but the sequence score at the last token needs the agent-loop manager (part 2)."""
+    def needs_placement(self) -> bool:
+        """Anything but the sequence score at the last token needs part 2 (the placement)."""
         return not (self.reward == "sequence" and self.reward_scale == "raw")
 
 
@@ -97,8 +104,21 @@ def check_verl_config(config: Any, settings: FgalignVerlSettings) -> None:
     if config.reward.get("custom_reward_function", {}).get("path"):
         raise InputError("must be unset with the fgalign reward manager (it is the reward)",
                          field="reward.custom_reward_function.path")
-    fqn = (config.actor_rollout_ref.rollout.get("agent") or {}).get("agent_loop_manager_class")
-    if settings.needs_manager and not _is_fgalign_manager(fqn):
+    if not settings.needs_placement:
+        return
+    agent = config.actor_rollout_ref.rollout.get("agent") or {}
+    if (config.get("trainer") or {}).get("use_v1", True):  # verl 0.9's default trainer
+        if agent.get("default_agent_loop") != AGENT_LOOP_NAME:
+            raise InputError(f"must be '{AGENT_LOOP_NAME}' (registered by examples/verl/agent_loops.yaml through "
+                             f"actor_rollout_ref.rollout.agent.agent_loop_config_path) for reward "
+                             f"'{settings.reward}': without it verl puts one score on the last token",
+                             field="actor_rollout_ref.rollout.agent.default_agent_loop")
+        if settings.reward_scale not in PER_TRAJECTORY_SCALES:
+            raise InputError(f"reward scale '{settings.reward_scale}' needs the whole batch, and verl's v1 trainer "
+                             f"stores rewards one trajectory at a time: use one of {PER_TRAJECTORY_SCALES}, or "
+                             f"trainer.use_v1=False with agent_loop_manager_class={MANAGER_FQN}",
+                             field="reward.reward_kwargs.fgalign.reward_scale")
+    elif not _is_fgalign_manager(agent.get("agent_loop_manager_class")):
         raise InputError(f"reward '{settings.reward}' with scale '{settings.reward_scale}' needs "
                          f"+actor_rollout_ref.rollout.agent.agent_loop_manager_class={MANAGER_FQN}: without it "
                          "verl puts one score on the last token", field="actor_rollout_ref.rollout.agent")
@@ -193,7 +213,7 @@ class FgalignRewardManager(RewardManagerBase):
         return results[0]
 
 
-# ---- placement (driver) --------------------------------------------------------------------------------
+# ---- placement, verl's legacy trainer (the whole batch, on the driver) ---------------------------------
 def dense_rm_scores(settings: FgalignVerlSettings, token_rewards: torch.Tensor, prefix_scores: torch.Tensor,
                     sequence_score: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
     """verl's `rm_scores` (B, R) from the RM's rows: `fgalign.rl.rewards.rm_rewards`, zero off the response."""
@@ -242,3 +262,42 @@ class FgalignAgentLoopManager(AgentLoopManager):
     async def generate_sequences(self, prompts: DataProto) -> DataProto:
         output = await super().generate_sequences(prompts)
         return place_dense_rewards(output, self.fgalign_settings)
+
+
+# ---- placement, verl's v1 trainer (one trajectory at a time, in the agent-loop workers) ----------------
+class DenseRewardOutput(AgentLoopOutput):
+    """verl's agent-loop output; its `as_dict` (what the v1 trainer stores) carries fgalign's dense rm_scores."""
+
+    _fgalign: Any = PrivateAttr(default=None)
+
+    @classmethod
+    def of(cls, output: AgentLoopOutput, settings: FgalignVerlSettings) -> "DenseRewardOutput":
+        # Only the fields that were set, so that as_dict's exclude_unset behaves as for the original.
+        fields_set = {name: getattr(output, name) for name in output.model_fields_set}
+        dense = cls(**{**fields_set, "extra_fields": output.extra_fields})
+        dense._fgalign = settings
+        return dense
+
+    def as_dict(self) -> dict[str, Any]:
+        out = super().as_dict()
+        info = (out.get("extra_fields") or {}).get("reward_extra_info") or {}
+        if self.reward_score is None or TOKEN_KEY not in info:  # not scored by FgalignRewardManager
+            return out
+        n = out["responses"].shape[0]
+        row = lambda key: torch.tensor(info[key][:n], dtype=torch.float32)[None]  # noqa: E731 - (1, n)
+        sequence = torch.tensor([info[SEQUENCE_KEY]], dtype=torch.float32)
+        out["rm_scores"] = dense_rm_scores(self._fgalign, row(TOKEN_KEY), row(PREFIX_KEY), sequence,
+                                           torch.ones(1, n, dtype=torch.bool))[0]
+        out["extra_fields"]["reward_extra_info"] = {k: v for k, v in info.items() if k not in ROW_KEYS}
+        return out
+
+
+class FgalignSingleTurnAgentLoop(SingleTurnAgentLoop):
+    """verl's single-turn agent loop whose outputs carry fgalign's dense rewards into the v1 trainer."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.fgalign_settings = FgalignVerlSettings.from_verl_config(self.config)
+
+    async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
+        return DenseRewardOutput.of(await super().run(sampling_params, **kwargs), self.fgalign_settings)
