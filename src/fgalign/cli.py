@@ -8,6 +8,9 @@ from __future__ import annotations
 import importlib
 import sys
 
+from fgalign import __version__
+from fgalign.errors import InputError
+
 # name -> (module, config class, run function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "sft": ("fgalign.train.sft", "SFTConfig", "run", "supervised fine-tuning on the task's demonstrations"),
@@ -38,8 +41,6 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] in ("-V", "--version"):
-        from fgalign import __version__
-
         print(f"fgalign {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
@@ -47,8 +48,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fgalign: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
         return 2
     import tyro
-
-    from fgalign.errors import InputError
 
     module_name, config_name, run_name, help_text = COMMANDS[name]
     module = importlib.import_module(module_name)

@@ -14,9 +14,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from fgalign.configfile import from_dict, read_yaml
+from fgalign.data import ReadStats, read_records, write_records
+from fgalign.editors.stage import EditConfig, run as edit
 from fgalign.errors import InputError
+from fgalign.eval.rm_eval import evaluate_rm
+from fgalign.eval.winrate import build_evaluator, make_judge
+from fgalign.labels.project import label_pair
+from fgalign.labels.stage import marked_text
+from fgalign.models.policy import load_causal_lm, load_tokenizer
+from fgalign.models.reward import load_reward_model
+from fgalign.pairs.stage import SampleConfig, run as sample
+from fgalign.report.summary import results_table, write_report
+from fgalign.rl.trainer import PPOConfig, train_ppo
 from fgalign.runinfo import library_versions, write_json
+from fgalign.sampling.rollout import SamplingConfig
+from fgalign.tasks import load_task
+from fgalign.train.reward import RewardConfig, run as train_rm
+from fgalign.train.sft import SFTConfig, run as sft
 
 # The methods of the comparison: which reward model, which reward mode. The config may add or override.
 DEFAULT_METHODS = {
@@ -81,10 +98,6 @@ class Stages:
 
 def build_configs(raw: dict, run: Path, path: str) -> dict[str, Any]:
     """Stage configs from the YAML dict, each checked for unknown keys."""
-    from fgalign.pairs.stage import SampleConfig
-    from fgalign.editors.stage import EditConfig
-    from fgalign.train.sft import SFTConfig
-
     task = raw.get("task", "default")
     known = {"task", "seeds", "sft", "sample", "heldout", "edit", "rm", "rms", "ppo", "eval", "methods"}
     for key in raw:
@@ -112,9 +125,6 @@ def build_configs(raw: dict, run: Path, path: str) -> dict[str, Any]:
 
 def run_ppo_method(name: str, spec: dict, seed: int, cfgs: dict, run: Path, evaluators: dict) -> dict:
     """One PPO run with validation evals along the way; then the best validation checkpoint on test."""
-    from fgalign.models.policy import load_causal_lm
-    from fgalign.rl.trainer import PPOConfig, train_ppo
-
     out = run / "ppo" / name / f"seed{seed}"
     options = {**cfgs["ppo"], **{k: v for k, v in spec.items() if k not in ("rm",)}}
     ppo_cfg = from_dict(PPOConfig, options, f"methods.{name}", None, policy=str(run / "sft"),
@@ -145,11 +155,6 @@ def run_ppo_method(name: str, spec: dict, seed: int, cfgs: dict, run: Path, eval
 
 def make_evaluators(cfgs: dict, run: Path) -> dict:
     """Validation and test evaluators with the SFT reference's responses sampled once for every method."""
-    from fgalign.eval.winrate import build_evaluator, make_judge
-    from fgalign.models.policy import load_causal_lm, load_tokenizer
-    from fgalign.sampling.rollout import SamplingConfig
-    from fgalign.tasks import load_task
-
     task = load_task(cfgs["task"])
     tokenizer = load_tokenizer(run / "sft")
     sft = load_causal_lm(run / "sft").eval()
@@ -161,14 +166,6 @@ def make_evaluators(cfgs: dict, run: Path) -> dict:
 
 
 def run(cfg: PipelineConfig) -> dict:
-    from fgalign.data import read_records
-    from fgalign.pairs.stage import run as sample
-    from fgalign.editors.stage import run as edit
-    from fgalign.eval.rm_eval import evaluate_rm
-    from fgalign.models.reward import load_reward_model
-    from fgalign.train.reward import RewardConfig, run as train_rm
-    from fgalign.train.sft import run as sft
-
     raw = read_yaml(cfg.config)
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -233,8 +230,6 @@ def run(cfg: PipelineConfig) -> dict:
     results.update(stage_seconds=stage.times, total_seconds=round(time.time() - started, 1),
                    versions=library_versions(), config=raw, command=f"fgalign pipeline --config {cfg.config} --out {cfg.out}")
     write_json(run_dir / "results.json", results)
-    from fgalign.report.summary import results_table, write_report
-
     report = write_report(run_dir, results, cfgs)
     print("\n" + results_table(results) + "\n")
     print(f"[pipeline] done in {results['total_seconds']:.0f}s: {run_dir / 'results.json'}, {report}")
@@ -243,8 +238,6 @@ def run(cfg: PipelineConfig) -> dict:
 
 def use_edits(src: str, dest: Path) -> None:
     """Check an edits file with the data layer's reader (errors name file and line) and copy it in."""
-    from fgalign.data import ReadStats, read_records, write_records
-
     stats = ReadStats()
     if not read_records(src, require_edited=True, stats=stats):
         raise InputError(f"no record has an edit that differs from its rejected response ({stats.read} read)",
@@ -254,8 +247,6 @@ def use_edits(src: str, dest: Path) -> None:
 
 def check_same_edits(src: str, dest: Path) -> None:
     """A run directory whose edits differ from --edits would silently train on the old ones: refuse."""
-    from fgalign.data import read_records
-
     if [r.to_dict() for r in read_records(src)] != [r.to_dict() for r in read_records(dest)]:
         raise InputError(f"{dest} exists and differs from --edits; use --force or another --out", path=src,
                          field="--edits")
@@ -263,11 +254,6 @@ def check_same_edits(src: str, dest: Path) -> None:
 
 def show_edits(edits: Path, tokenizer_dir: Path, n: int = 4) -> None:
     """Print a few edit pairs with the labelled tokens marked: what the token reward model learns from."""
-    from fgalign.data import read_records
-    from fgalign.labels.project import label_pair
-    from fgalign.labels.stage import marked_text
-    from fgalign.models.policy import load_tokenizer
-
     tok = load_tokenizer(tokenizer_dir)
     for rec in read_records(edits, require_edited=True)[:n]:
         lab = label_pair(tok, rec.prompt, rec.rejected, rec.edited, mode="chars")
@@ -277,8 +263,6 @@ def show_edits(edits: Path, tokenizer_dir: Path, n: int = 4) -> None:
 
 def aggregate(per_seed: dict) -> dict:
     """Mean and spread over seeds of the final (test) win rate, KL and length."""
-    import numpy as np
-
     def stat(key):
         v = np.array([s[key] for s in per_seed.values() if s.get(key) is not None], dtype=float)
         return {"mean": float(v.mean()) if len(v) else None, "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}

@@ -36,3 +36,16 @@ def encode_response(tokenizer: Any, response: str, add_eos: bool = True) -> list
 
 def encode_pair(tokenizer: Any, prompt: str, response: str, add_eos: bool = True) -> tuple[list[int], list[int]]:
     return encode_prompt(tokenizer, prompt), encode_response(tokenizer, response, add_eos)
+
+
+def token_spans(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids of `text` (no special tokens) and the character span each one covers.
+
+    The one place that asks a tokenizer for offsets: labels are projected through them, rewards move between
+    two tokenizations through them, and the heatmap cuts its text pieces with them.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise InputError(f"{type(tokenizer).__name__} is a slow tokenizer; character offsets need a fast "
+                         "(Rust `tokenizers`) one — load it with use_fast=True or convert it", field="tokenizer")
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return list(enc["input_ids"]), [(int(s), int(e)) for s, e in enc["offset_mapping"]]

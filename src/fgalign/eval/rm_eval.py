@@ -15,7 +15,11 @@ from typing import Literal, Optional, Sequence
 
 import numpy as np
 
+from fgalign.data import read_records
 from fgalign.data.records import PreferenceRecord, render_text, response_text
+from fgalign.labels.project import label_pair
+from fgalign.models.reward import load_reward_model
+from fgalign.runinfo import save_run_config, write_json
 
 
 @dataclass
@@ -60,8 +64,6 @@ def _stats(values: list[float]) -> dict[str, float]:
 def evaluate_rm(rm, records: Sequence[PreferenceRecord], label_mode: str | None = None,
                 micro_batch: int = 32) -> dict:
     """All metrics of `rm` (a loaded RewardModel) on `records`, as a JSON-ready dict."""
-    from fgalign.labels.project import label_pair
-
     records = [render_text(r, rm.tokenizer) for r in records]
     prompts = [r.prompt for r in records]
     chosen = rm.score_texts(prompts, [response_text(r.chosen) for r in records], micro_batch)
@@ -127,10 +129,6 @@ def print_table(metrics: dict, title: str) -> None:
 
 
 def run(cfg: EvalRMConfig) -> dict:
-    from fgalign.data import read_records
-    from fgalign.models.reward import load_reward_model
-    from fgalign.runinfo import save_run_config, write_json
-
     rm = load_reward_model(cfg.rm, cfg.device)
     records = read_records(cfg.data)
     metrics = evaluate_rm(rm, records, cfg.label_mode, cfg.micro_batch)

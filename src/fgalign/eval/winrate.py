@@ -13,8 +13,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from fgalign.errors import InputError
+from fgalign.eval import judges
 from fgalign.models.policy import load_causal_lm, load_tokenizer, resolve_device
-from fgalign.runinfo import seed_everything, write_json, save_run_config
+from fgalign.models.reward import load_reward_model
+from fgalign.runinfo import save_run_config, seed_everything, write_json
 from fgalign.sampling.hf import sample_responses
 from fgalign.sampling.rollout import SamplingConfig
 from fgalign.tasks import load_task
@@ -77,8 +79,6 @@ class RMJudge:
     """Compares by a reward model's sequence score (use one trained on data the policy never saw)."""
 
     def __init__(self, path: str, device: str = "cpu"):
-        from fgalign.models.reward import load_reward_model
-
         self.rm = load_reward_model(path, device=device)
         self.name = f"rm:{path}"
 
@@ -89,8 +89,6 @@ class RMJudge:
 
 
 def make_judge(spec: str, task, cfg: EvalConfig | None = None):
-    from fgalign.eval import judges
-
     if spec == "task":
         return judges.TaskJudge(task)
     if spec.startswith("rm:"):

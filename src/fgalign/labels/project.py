@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from fgalign.data.tokenize import encode_response
+from fgalign.data.tokenize import encode_response, token_spans
 from fgalign.errors import InputError
 from fgalign.labels.align import DELETED, INSERTED, KEPT, char_labels, token_labels
 
@@ -24,15 +24,6 @@ def end_token_id(tokenizer: Any) -> int:
             return tid
     raise InputError("the tokenizer has neither an EOS nor a SEP token; responses could never end",
                      field="tokenizer")
-
-
-def token_spans(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-    """Token ids of `text` (no special tokens) and the character span each one covers."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise InputError(f"{type(tokenizer).__name__} is a slow tokenizer; character offsets need a fast "
-                         "(Rust `tokenizers`) one — load it with use_fast=True or convert it", field="tokenizer")
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    return list(enc["input_ids"]), [(int(s), int(e)) for s, e in enc["offset_mapping"]]
 
 
 def combine(labels: Sequence[int]) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from fgalign.data.tokenize import check_tokenizer
 from fgalign.errors import InputError
 
 
@@ -64,8 +65,6 @@ def _check_dir(path: str | Path, what: str) -> Path:
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> Any:
     """A fast tokenizer from a local directory, with a pad token distinct from EOS."""
     from transformers import AutoTokenizer
-
-    from fgalign.data.tokenize import check_tokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)

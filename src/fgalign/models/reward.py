@@ -12,15 +12,20 @@ with explicit `response_mask` and `last_index`.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
+from fgalign.data.tokenize import check_tokenizer, encode_prompt, encode_response, token_spans
 from fgalign.errors import InputError
 from fgalign.models import projection
-from fgalign.models.reward_losses import gather_last, masked_mean, prefix_means
+from fgalign.models.masks import at_last_index, gather_last, masked_mean
+from fgalign.models.policy import resolve_device
+from fgalign.models.reward_losses import prefix_means
+from fgalign.runinfo import write_json
 
 RM_META_FILE = "fgalign_rm.json"
 HEAD = "token-classification head, 1 output per position"
@@ -72,8 +77,6 @@ def detect_backbone_kind(config: Any) -> str:
 def load_rm_tokenizer(path: str | Path) -> Any:
     """The backbone's tokenizer with an EOS (an encoder's [SEP] ends responses) and a pad distinct from it."""
     from transformers import AutoTokenizer
-
-    from fgalign.data.tokenize import check_tokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(str(path))
@@ -129,9 +132,9 @@ def scores_from_head(h: torch.Tensor, response_mask: torch.Tensor, last_index: t
     """(token_rewards, prefix_scores, sequence_score) on the full (B, L) grid from head values h (B, L)."""
     m = response_mask.to(h.dtype)
     if level == "token":
-        return h * m, prefix_means(h, response_mask), masked_mean(h, m)
+        return h * m, prefix_means(h, response_mask), masked_mean(h, m, dim=-1)
     score = gather_last(h, last_index)  # (B,)
-    at_last = torch.zeros_like(h).scatter(1, last_index.long().unsqueeze(1), score.unsqueeze(1))  # (B, L)
+    at_last = at_last_index(score, last_index, h.shape[1])  # (B, L)
     # An encoder's h_t sees the whole text, so it is no prefix score: only the final one is known.
     prefix = h * m if causal else at_last
     return at_last, prefix, score
@@ -159,15 +162,11 @@ class RewardModel(torch.nn.Module):
     # -- tokens ----------------------------------------------------------------------------------------
     def encode_prompt(self, prompt: str) -> list[int]:
         """Prompt ids; an encoder's [CLS] goes first, as in its pre-training."""
-        from fgalign.data.tokenize import encode_prompt
-
         ids = encode_prompt(self.tokenizer, prompt)
         cls = self.tokenizer.cls_token_id
         return [cls] + ids if self.info.backbone_kind == "encoder" and cls is not None else ids
 
     def encode_response(self, response: str, add_eos: bool = True) -> list[int]:
-        from fgalign.data.tokenize import encode_response
-
         return encode_response(self.tokenizer, response, add_eos)
 
     # -- scoring ---------------------------------------------------------------------------------------
@@ -222,15 +221,15 @@ class RewardModel(torch.nn.Module):
             prompt = tokenizer.decode(list(p), skip_special_tokens=True)
             has_eos = len(r) > 0 and r[-1] == tokenizer.eos_token_id
             text = tokenizer.decode(list(r), skip_special_tokens=True)
-            enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-            ids, ends = list(enc["input_ids"]), [e for _, e in enc["offset_mapping"]]
+            ids, spans = token_spans(self.tokenizer, text)
+            n_text, ends = len(ids), [e for _, e in spans]
             if has_eos or not ids:  # an empty text still needs one token to score
                 ids, ends = ids + [self.tokenizer.eos_token_id], ends + [len(text)]
             texts.append(text)
             rm_prompts.append(self.encode_prompt(prompt))
             rm_responses.append(ids)
             rm_ends.append(ends)
-            rm_zero.append([i == len(enc["input_ids"]) for i in range(len(ids))])
+            rm_zero.append([i == n_text for i in range(len(ids))])
         rm_out = self.score_ids(rm_prompts, rm_responses, micro_batch)
         T = max(len(r) for r in response_ids)
         token_rewards, prefix_scores = torch.zeros(len(response_ids), T), torch.zeros(len(response_ids), T)
@@ -252,8 +251,6 @@ class RewardModel(torch.nn.Module):
     # -- files -----------------------------------------------------------------------------------------
     def save(self, out: str | Path) -> None:
         """save_pretrained (safetensors) + tokenizer + `fgalign_rm.json`, into an existing/new directory."""
-        from fgalign.runinfo import write_json
-
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(out, safe_serialization=True)
@@ -301,11 +298,7 @@ def build_reward_model(backbone: str | Path, level: str, loss: str, anchor: floa
 
 def load_reward_model(path: str | Path, device: str | torch.device = "cpu") -> RewardModel:
     """Load an RM saved by `fgalign train-rm` (safetensors only)."""
-    import json
-
     from transformers import AutoModelForTokenClassification
-
-    from fgalign.models.policy import resolve_device
 
     path = Path(path)
     meta = path / RM_META_FILE

@@ -13,22 +13,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fgalign.models.masks import gather_last, masked_mean, masked_sum
+
 TOKEN_LOSSES = ("mean-bt", "edit-bt", "token-bce", "mistake-bce")
-
-
-def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sum of x over the last dim where mask is 1: (B, T), (B, T) -> (B,)."""
-    return (x * mask).sum(-1)
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of x over the last dim where mask is 1 (0 for an empty mask): (B, T), (B, T) -> (B,)."""
-    return masked_sum(x, mask) / mask.sum(-1).clamp(min=1)
-
-
-def gather_last(x: torch.Tensor, last_index: torch.Tensor) -> torch.Tensor:
-    """x[b, last_index[b]]: (B, T), (B,) -> (B,)."""
-    return x.gather(1, last_index.long().unsqueeze(1)).squeeze(1)
 
 
 def prefix_means(r: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
@@ -50,7 +37,7 @@ def bradley_terry(better: torch.Tensor, worse: torch.Tensor) -> torch.Tensor:
 
 def mean_bt(r_better, mask_better, r_worse, mask_worse) -> torch.Tensor:
     """The paper's loss: BT on the mean token reward of each response. -> (B,)"""
-    return bradley_terry(masked_mean(r_better, mask_better), masked_mean(r_worse, mask_worse))
+    return bradley_terry(masked_mean(r_better, mask_better, dim=-1), masked_mean(r_worse, mask_worse, dim=-1))
 
 
 def edit_bt(r_better, labels_better, r_worse, labels_worse) -> torch.Tensor:
@@ -66,7 +53,7 @@ def token_bce(r: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     softplus(-y r) = -log sigma(y r): pushes r up on inserted tokens, down on deleted/replaced ones.
     """
     labelled = (labels != 0).to(r.dtype)
-    return masked_mean(F.softplus(-labels.to(r.dtype) * r), labelled)
+    return masked_mean(F.softplus(-labels.to(r.dtype) * r), labelled, dim=-1)
 
 
 def kept_square(r: torch.Tensor, labels: torch.Tensor, response_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,6 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
+from fgalign.data.tokenize import token_spans
+from fgalign.errors import InputError
+from fgalign.models.reward import load_reward_model
+from fgalign.runinfo import atomic_path, save_run_config
+
 CMAP = "RdBu"
 EOS_LABEL = "⟨eos⟩"
 
@@ -98,9 +103,8 @@ def heatmap_png(tokens: Sequence[str], rewards: Sequence[float], path: str | Pat
 
 def response_pieces(tokenizer, response: str) -> list[str]:
     """The response as one text piece per RM token (gaps such as spaces go with the next token) + EOS."""
-    enc = tokenizer(response, add_special_tokens=False, return_offsets_mapping=True)
     pieces, prev = [], 0
-    for _, end in enc["offset_mapping"]:
+    for _, end in token_spans(tokenizer, response)[1]:
         pieces.append(response[prev:end])
         prev = max(prev, end)
     if pieces and prev < len(response):
@@ -109,10 +113,6 @@ def response_pieces(tokenizer, response: str) -> list[str]:
 
 
 def run(cfg: ShowConfig) -> Path:
-    from fgalign.errors import InputError
-    from fgalign.models.reward import load_reward_model
-    from fgalign.runinfo import atomic_path, save_run_config
-
     out = Path(cfg.out)
     if out.suffix.lower() not in (".html", ".png"):
         raise InputError(f"expected a file name ending in .html or .png, got '{out.name}'", field="--out")

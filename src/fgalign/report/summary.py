@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fgalign.models.reward import load_reward_model
+from fgalign.report.heatmap import heatmap_html
+
 
 def _fmt(stat: dict | None, digits: int = 3) -> str:
     if not stat or stat.get("mean") is None:
@@ -122,9 +125,6 @@ def mistakes_table(results: dict) -> str | None:
 
 def heatmaps(results: dict, run_dir: Path, n: int = 4) -> str | None:
     """HTML page: token-RM rewards on SFT responses and on the token-PPO policy's responses to the same prompts."""
-    from fgalign.models.reward import load_reward_model
-    from fgalign.report.heatmap import heatmap_html
-
     rm_dir = run_dir / "rm-token"
     if not (rm_dir / "config.json").exists():
         return None

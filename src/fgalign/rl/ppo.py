@@ -10,13 +10,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-
-def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
-    """Mean of x over entries where mask is True (over `dim`, or all)."""
-    x = torch.where(mask, x, 0.0)
-    if dim is None:
-        return x.sum() / mask.sum().clamp_min(1)
-    return x.sum(dim) / mask.sum(dim).clamp_min(1)
+from fgalign.models.masks import masked_mean
 
 
 def logprobs_from_logits(logits: Tensor, tokens: Tensor) -> Tensor:

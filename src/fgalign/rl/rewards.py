@@ -14,6 +14,8 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
+from fgalign.models.masks import at_last_index
+
 # The names, declared once: the Literals type the PPO options (and give the CLI its choices), the tuples check input.
 RewardMode = Literal["token", "token-shaped", "token+sequence", "sequence"]
 RewardScale = Literal["raw", "mean", "whiten", "total-std"]
@@ -30,12 +32,6 @@ def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float =
     if not shift_mean:
         white = white + mean
     return torch.where(mask, white, 0.0)
-
-
-def at_last_index(scores: Tensor, last_index: Tensor, T: int) -> Tensor:
-    """A (B, T) tensor that is zero except `scores[b]` at `last_index[b]`."""
-    out = torch.zeros(scores.shape[0], T, dtype=scores.dtype, device=scores.device)  # (B, T)
-    return out.scatter(1, last_index[:, None], scores[:, None])
 
 
 def shaped_rewards(prefix_scores: Tensor, response_mask: Tensor) -> Tensor:

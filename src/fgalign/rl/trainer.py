@@ -14,15 +14,21 @@ from typing import Callable, Literal
 
 import torch
 
+from fgalign.data.tokenize import encode_prompt
 from fgalign.errors import InputError
+from fgalign.models.policy import load_causal_lm, load_tokenizer, resolve_device
+from fgalign.models.reward import load_reward_model
+from fgalign.models.value import ValueModel
 from fgalign.rl.checkpoint import STATE_FILE, latest_checkpoint, save_checkpoint, save_policy
 from fgalign.rl.kl import make_kl_controller
 from fgalign.rl.metrics_log import MetricsLog
 from fgalign.rl.rewards import reward_options_problem
 from fgalign.rl.update import (RewardSettings, TrainingDiverged, UpdateSettings, experience_stats, make_experience,
                                ppo_update)
+from fgalign.runinfo import save_run_config, seed_everything
 from fgalign.sampling.hf import generate
 from fgalign.sampling.rollout import SamplingConfig
+from fgalign.tasks import load_task
 
 
 @dataclass
@@ -116,9 +122,6 @@ def prompt_indices(n_pool: int, iteration: int, batch: int, rank: int, world: in
 
 
 def _build_models(cfg: PPOConfig, tokenizer):
-    from fgalign.models.policy import load_causal_lm
-    from fgalign.models.value import ValueModel
-
     policy = load_causal_lm(cfg.policy)
     ref_model = None
     if cfg.lora:
@@ -143,11 +146,6 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
     """Train; returns {"out", "history", "evals", "final"}. `reward_model`/`task` objects override cfg.rm/cfg.task."""
     from accelerate import Accelerator
 
-    from fgalign.data.tokenize import encode_prompt
-    from fgalign.models.policy import load_tokenizer, resolve_device
-    from fgalign.runinfo import seed_everything
-    from fgalign.tasks.base import load_task
-
     if (problem := reward_options_problem(cfg.reward, cfg.reward_scale)) is not None:
         raise InputError(problem, field="--reward-scale")
     if cfg.batch_size < cfg.minibatches:
@@ -162,8 +160,6 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
     tokenizer = load_tokenizer(cfg.policy)
     policy, ref_model, value = _build_models(cfg, tokenizer)
     if reward_model is None:
-        from fgalign.models.reward import load_reward_model
-
         reward_model = load_reward_model(cfg.rm, device=accelerator.device)
     task = task or load_task(cfg.task)
     prompts = task.prompts("train", cfg.n_prompts, cfg.seed)
@@ -191,8 +187,6 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
         kl_ctl.load_state_dict(state["kl_controller"])
     log = MetricsLog(out, resume_from=start if cfg.resume else None, enabled=main)
     if main:
-        from fgalign.runinfo import save_run_config
-
         out.mkdir(parents=True, exist_ok=True)
         save_run_config(out / "ppo_log.jsonl", cfg, stage="ppo")
 

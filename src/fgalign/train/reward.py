@@ -14,9 +14,14 @@ from typing import Callable, Literal
 
 import torch
 
+from fgalign.data import ReadStats, read_records
+from fgalign.data.records import render_text
 from fgalign.errors import InputError
-from fgalign.models.reward import RewardModel, build_reward_model, head_values, pad_batch
-from fgalign.models.reward_losses import gather_last, masked_mean, sequence_rm_loss, token_rm_loss
+from fgalign.labels.project import label_pair
+from fgalign.models.masks import gather_last, masked_mean
+from fgalign.models.reward import RewardModel, build_reward_model, head_module, head_values, pad_batch
+from fgalign.models.reward_losses import sequence_rm_loss, token_rm_loss
+from fgalign.runinfo import atomic_path, save_run_config
 
 
 @dataclass
@@ -96,10 +101,6 @@ def checkpoint_dir(out: str | Path) -> Path:
 
 def build_pairs(cfg: RewardConfig, rm: RewardModel) -> list[dict]:
     """One feature dict per pair: prompt ids and (better, worse) response ids with token labels."""
-    from fgalign.data import ReadStats, read_records
-    from fgalign.data.records import render_text
-    from fgalign.labels.project import label_pair
-
     use_edits = cfg.level == "token" or cfg.pairs == "edit"
     stats = ReadStats()
     records = read_records(cfg.data, require_edited=use_edits, stats=stats)
@@ -179,7 +180,7 @@ def pair_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], level: str
     mask, labels, last = batch["response_mask"], batch["token_labels"], batch["last_index"]
     if level == "token":
         value = token_rm_loss(loss, anchor, h[:B], labels[:B], mask[:B], h[B:], labels[B:], mask[B:])
-        score = masked_mean(h, mask.to(h.dtype))  # (2B,)
+        score = masked_mean(h, mask.to(h.dtype), dim=-1)  # (2B,)
     else:
         value = sequence_rm_loss(h[:B], last[:B], h[B:], last[B:])
         score = gather_last(h, last)  # (2B,)
@@ -235,8 +236,6 @@ def training_args(cfg: RewardConfig, output_dir: Path):
 def apply_lora(rm: RewardModel, cfg: RewardConfig) -> None:
     from peft import LoraConfig, TaskType, get_peft_model
 
-    from fgalign.models.reward import head_module
-
     head_name = next(n for n, m in rm.model.named_children() if m is head_module(rm.model))
     lora = LoraConfig(task_type=TaskType.TOKEN_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                       target_modules="all-linear", modules_to_save=[head_name])
@@ -246,8 +245,6 @@ def apply_lora(rm: RewardModel, cfg: RewardConfig) -> None:
 def run(cfg: RewardConfig) -> Path:
     """Train and save the RM to `cfg.out` (atomically); returns the output path."""
     from transformers import set_seed
-
-    from fgalign.runinfo import atomic_path, save_run_config
 
     if cfg.anchor < 0:
         raise InputError(f"expected a weight >= 0, got {cfg.anchor}", field="--anchor")

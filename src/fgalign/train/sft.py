@@ -13,7 +13,7 @@ import torch
 
 from fgalign.data.tokenize import encode_pair
 from fgalign.errors import InputError
-from fgalign.models.policy import TinyModelConfig, build_tiny_causal_lm, load_causal_lm, load_tokenizer
+from fgalign.models.policy import TinyModelConfig, build_tiny_causal_lm, load_causal_lm, load_tokenizer, resolve_device
 from fgalign.runinfo import atomic_path, save_run_config, seed_everything
 from fgalign.tasks import load_task
 
@@ -79,8 +79,6 @@ def tokenize_examples(tokenizer, examples: list[tuple[str, str]], max_len: int) 
 
 def run(cfg: SFTConfig) -> dict:
     from transformers import Trainer, TrainingArguments
-
-    from fgalign.models.policy import resolve_device
 
     seed_everything(cfg.seed)
     task = load_task(cfg.task)
