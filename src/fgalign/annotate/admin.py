@@ -128,13 +128,14 @@ def print_stats(r: dict, unit: str) -> None:
     console.print(f"agreement over {ag['annotator_pairs']} annotator pairs ({ag['labels_compared']} {unit} labels): "
                   f"Cohen's kappa {_fmt(ag['kappa'])}, identical edits {_fmt(ag['identical_share'])}")
     table = Table(title="annotators")
-    for col in ("annotator", "submitted", "edited", "nothing to fix", "rewrite", "mean s", "kappa vs others",
-                "identical share"):
+    for col in ("annotator", "done", "edited", "no fix", "rewrite", "mean s", "kappa", "same edit"):
         table.add_column(col, justify="left" if col == "annotator" else "right")
     for name, a in r["annotators"].items():
         table.add_row(name, str(a["submitted"]), str(a["edited"]), str(a["identical"]), str(a["rewrite"]),
                       _fmt(a["mean_seconds"], 1), _fmt(a["kappa_vs_others"]), _fmt(a["identical_share"]))
     console.print(table)
+    console.print("kappa: against the other annotators of the same pairs; same edit: share of those pairs "
+                  "where the edits were identical")
 
 
 def export(cfg: ExportConfig) -> dict:
