@@ -45,6 +45,7 @@ chromium:
 	  else echo "make: no chromium and no way to install it (needs root and apt-get); the browser test will skip"; fi; }
 
 test: $(STAMP) chromium $(VERL_STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest tests
 	$(VERL_VENV)/bin/python -m pytest tests/integrations/test_verl_plugin.py
 
