@@ -148,7 +148,11 @@ def test_stats_agreement_and_export_feed_train_rm_reader(tmp_path, capsys):
     assert ag["annotator_pairs"] == 2 and ag["identical_share"] == 0.5  # item 3 has a rewrite: not compared
     assert 0.0 < ag["kappa"] < 1.0  # "stupid" deleted by both; bob also dropped the comma
     assert result["annotators"]["ann"]["rewrite"] == 1
-    assert "Cohen's kappa" in capsys.readouterr().out
+    assert [(p["source"], p["identical_share"]) for p in result["pairs"]] == [("pairs.jsonl:1", 1.0),
+                                                                             ("pairs.jsonl:2", 0.0)]
+    assert result["pairs"][0]["kappa"] == pytest.approx(1.0) and 0 < result["pairs"][1]["kappa"] < 1
+    out = capsys.readouterr().out
+    assert "Cohen's kappa" in out and "pairs.jsonl:2: kappa" in out
 
     out = tmp_path / "edits.jsonl"
     summary = export(ExportConfig(db=db, out=str(out), adjudicate="majority"))

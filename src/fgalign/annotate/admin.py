@@ -136,6 +136,13 @@ def print_stats(r: dict, unit: str) -> None:
     console.print(table)
     console.print("kappa: against the other annotators of the same pairs; same edit: share of those pairs "
                   "where the edits were identical")
+    split = sorted((p for p in r["pairs"] if p["identical_share"] < 1),
+                   key=lambda p: (p["identical_share"], -1 if p["kappa"] is None else p["kappa"]))
+    if split:
+        console.print(f"{len(split)} pairs with different edits; least agreement first (--json lists every pair):")
+        for p in split[:5]:
+            console.print(f"  {p['source']}: kappa {_fmt(p['kappa'])}, same edit {p['identical_share']:.2f} "
+                          f"({', '.join(p['annotators'])})")
 
 
 def export(cfg: ExportConfig) -> dict:

@@ -36,7 +36,7 @@ def cohen_kappa(a: Sequence[int], b: Sequence[int]) -> float | None:
 def submissions(conn: Connection) -> list[dict]:
     rows = conn.execute(select(assignments.c.item_id, assignments.c.verdict, assignments.c.edited,
                                assignments.c.swapped, assignments.c.seconds, assignments.c.edit_ratio,
-                               users.c.name.label("user"), items.c.chosen, items.c.rejected)
+                               users.c.name.label("user"), items.c.chosen, items.c.rejected, items.c.source)
                         .join(users, users.c.id == assignments.c.user_id)
                         .join(items, items.c.id == assignments.c.item_id)
                         .where(assignments.c.status == "submitted")
@@ -61,8 +61,12 @@ def compute(conn: Connection, overlap: int, tokenizer: Any = None, mode: str = "
     pooled_a: list[int] = []
     pooled_b: list[int] = []
     pairs = same = 0
-    for subs_of_item in by_item.values():
+    per_item = []
+    for item_id, subs_of_item in by_item.items():
         labelled = [s for s in subs_of_item if s["verdict"] != "rewrite"]
+        item_a: list[int] = []
+        item_b: list[int] = []
+        item_pairs = item_same = 0
         for s, t in itertools.combinations(labelled, 2):
             if s["swapped"] != t["swapped"]:
                 continue  # they edited different responses: no common tokens to compare
@@ -71,14 +75,21 @@ def compute(conn: Connection, overlap: int, tokenizer: Any = None, mode: str = "
             lb = rejected_token_labels(original, t["edited"], tokenizer, mode)
             identical = s["edited"] == t["edited"]
             pairs, same = pairs + 1, same + identical
+            item_pairs, item_same = item_pairs + 1, item_same + identical
             pooled_a += la
             pooled_b += lb
+            item_a += la
+            item_b += lb
             for x, y, lx, ly in ((s, t, la, lb), (t, s, lb, la)):
                 u = per_user[x["user"]]
                 u["a"] += lx
                 u["b"] += ly
                 u["pairs"] += 1
                 u["same"] += identical
+        if item_pairs:
+            per_item.append({"item": item_id, "source": subs_of_item[0]["source"],
+                             "annotators": [x["user"] for x in subs_of_item], "kappa": cohen_kappa(item_a, item_b),
+                             "identical_share": item_same / item_pairs})
 
     done = sum(len(v) >= overlap for v in by_item.values())
     return {
@@ -93,4 +104,5 @@ def compute(conn: Connection, overlap: int, tokenizer: Any = None, mode: str = "
                               "kappa_vs_others": cohen_kappa(u["a"], u["b"]), "compared_pairs": u["pairs"],
                               "identical_share": u["same"] / u["pairs"] if u["pairs"] else None}
                        for name, u in sorted(per_user.items())},
+        "pairs": per_item,  # per pair; kappa None where every label agreed on one value (all 0, usually)
     }
