@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fgalign.errors import InputError
 from fgalign.tasks.splits import sample_prompts, stable_hash
+from fgalign.tasks.tokenizer import train_bpe_tokenizer
 
 CATEGORIES: dict[str, tuple[str, ...]] = {
     "fruits": ("apple", "banana", "cherry", "grape", "lemon", "mango", "melon", "pear", "plum", "kiwi",
@@ -228,8 +229,6 @@ class ListWorld:
     # -- a tokenizer for the tiny models ----------------------------------------------------------------
     def tokenizer(self, out_dir: str | Path) -> Path:
         """A byte-level BPE trained on demonstrations (fixed seed) and every item, saved in `out_dir`."""
-        from fgalign.tasks.tokenizer import train_bpe_tokenizer
-
         texts = [prompt + response for prompt, response in self.sft_examples(4000, seed=0)]
         texts += [" " + ", ".join(items) + "." for items in CATEGORIES.values()]
         return train_bpe_tokenizer(texts, out_dir, vocab_size=self.vocab_size)

@@ -18,6 +18,7 @@ from pathlib import Path
 from vaderSentiment.vaderSentiment import NEGATE, SentimentIntensityAnalyzer
 
 from fgalign.tasks.splits import sample_prompts
+from fgalign.tasks.tokenizer import train_bpe_tokenizer
 
 TITLE_WORDS = ("Silent", "Golden", "Hidden", "Distant", "Crimson", "Frozen", "Endless", "Quiet", "Wandering",
                "Last", "Midnight", "Burning", "Electric", "Paper", "Glass", "Iron", "Northern", "Velvet",
@@ -182,8 +183,6 @@ class SentimentWorld:
     # -- a tokenizer for the tiny models ----------------------------------------------------------------
     def tokenizer(self, out_dir: str | Path) -> Path:
         """A byte-level BPE trained on demonstrations (fixed seed) and the editor's words, saved in `out_dir`."""
-        from fgalign.tasks.tokenizer import train_bpe_tokenizer
-
         texts = [prompt + response for prompt, response in self.sft_examples(4000, seed=0)]
         texts += [" " + " ".join(POSITIVE + NEUTRAL + NEGATIVE + tuple(ANTONYMS.values())) + "."]
         return train_bpe_tokenizer(texts, out_dir, vocab_size=self.vocab_size)
