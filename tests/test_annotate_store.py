@@ -251,3 +251,19 @@ def test_pipeline_refuses_a_bad_edits_file_before_training(tmp_path, capsys):
     assert main(["pipeline", "--config", str(config), "--out", str(tmp_path / "run"), "--edits", str(bad)]) == 2
     assert f"{bad}, line 2" in capsys.readouterr().err
     assert not (tmp_path / "run" / "sft").exists()
+
+
+def test_any_sqlalchemy_url_is_accepted(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'by_url.db'}"
+    pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS[:2])
+    assert main(["annotate", "init", "--pairs", str(pairs), "--db", url]) == 0
+    assert main(["annotate", "init", "--pairs", str(pairs), "--db", url]) == 2  # refuses to overwrite
+    assert "already exists" in capsys.readouterr().err
+    assert main(["annotate", "users", "add", "ann", "--db", url]) == 0
+    engine = annotate_db.open_db(url)
+    assert annotate_db.read_settings(engine)["schema_version"] == str(annotate_db.SCHEMA_VERSION)
+    assert engine.dialect.name == "sqlite"
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    engine.dispose()
