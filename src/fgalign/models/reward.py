@@ -249,11 +249,12 @@ class RewardModel(torch.nn.Module):
         return self._same_vocab[key]
 
     # -- files -----------------------------------------------------------------------------------------
-    def save(self, out: str | Path) -> None:
-        """save_pretrained (safetensors) + tokenizer + `fgalign_rm.json`, into an existing/new directory."""
+    def save(self, out: str | Path, state_dict: dict | None = None) -> None:
+        """save_pretrained (safetensors) + tokenizer + `fgalign_rm.json`, into an existing/new directory.
+        `state_dict`: the full weights gathered after a sharded run (default: the model's own)."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(out, safe_serialization=True)
+        self.model.save_pretrained(out, safe_serialization=True, state_dict=state_dict)
         self.tokenizer.save_pretrained(out)
         write_json(out / RM_META_FILE, asdict(self.info))
 

@@ -22,6 +22,7 @@ from fgalign.models.masks import gather_last, masked_mean
 from fgalign.models.reward import RewardModel, build_reward_model, head_module, head_values, pad_batch
 from fgalign.models.reward_losses import sequence_rm_loss, token_rm_loss
 from fgalign.runinfo import atomic_path, save_run_config
+from fgalign.train.sharding import full_state_dict
 
 
 @dataclass
@@ -267,9 +268,10 @@ def run(cfg: RewardConfig) -> Path:
     result = trainer.train(resume_from_checkpoint=True if cfg.resume and has_checkpoint else None)
     if cfg.lora:
         rm.model = rm.model.merge_and_unload()
+    state_dict = full_state_dict(trainer)  # sharded runs (FSDP, ZeRO-3): gathered, every rank takes part
     if trainer.is_world_process_zero():
         with atomic_path(cfg.out) as tmp:
-            rm.save(tmp)
+            rm.save(tmp, state_dict=state_dict)
             save_run_config(tmp, cfg, "train-rm", extra={"train": result.metrics, "pairs": len(pairs)})
         if not cfg.keep_checkpoints:
             shutil.rmtree(ckpt, ignore_errors=True)

@@ -5,9 +5,12 @@ reference of PPO's KL penalty, and (by default) the backbone of the reward and v
 """
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -15,6 +18,7 @@ from fgalign.data.tokenize import encode_pair
 from fgalign.errors import InputError
 from fgalign.models.policy import TinyModelConfig, build_tiny_causal_lm, load_causal_lm, load_tokenizer, resolve_device
 from fgalign.runinfo import atomic_path, save_run_config, seed_everything
+from fgalign.train.sharding import full_state_dict, is_main_process
 from fgalign.tasks import load_task
 
 
@@ -84,7 +88,8 @@ def run(cfg: SFTConfig) -> dict:
     task = load_task(cfg.task)
     out = Path(cfg.out)
     started = time.time()
-    with atomic_path(out) as tmp:
+    # Launched as several processes (accelerate), rank 0 alone writes OUT; the others work in a scratch dir.
+    with (atomic_path(out) if is_main_process() else _scratch(out)) as tmp:
         tmp.mkdir()
         if cfg.model:
             tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
@@ -112,15 +117,26 @@ def run(cfg: SFTConfig) -> dict:
         model = trainer.model
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.eos_token_id = tokenizer.eos_token_id
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        for scratch in ("_trainer", "_tokenizer"):
-            import shutil
-
-            shutil.rmtree(tmp / scratch, ignore_errors=True)
+        state_dict = full_state_dict(trainer)  # sharded runs (FSDP, ZeRO-3): gathered, every rank takes part
+        weights = model.parameters() if state_dict is None else state_dict.values()  # a shard holds a part
         summary = {"train_loss": result.training_loss, "examples": len(rows),
-                   "params": sum(p.numel() for p in model.parameters()), "seconds": time.time() - started}
-        save_run_config(tmp, cfg, "sft", extra={"summary": summary})
-    print(f"sft: {summary['examples']} examples, {summary['params'] / 1e6:.2f}M params, "
-          f"loss {summary['train_loss']:.3f}, {summary['seconds']:.0f}s -> {out}")
+                   "params": sum(p.numel() for p in weights), "seconds": time.time() - started}
+        if is_main_process():
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
+            tokenizer.save_pretrained(tmp)
+            for scratch in ("_trainer", "_tokenizer"):
+                import shutil
+
+                shutil.rmtree(tmp / scratch, ignore_errors=True)
+            save_run_config(tmp, cfg, "sft", extra={"summary": summary})
+    if is_main_process():
+        print(f"sft: {summary['examples']} examples, {summary['params'] / 1e6:.2f}M params, "
+              f"loss {summary['train_loss']:.3f}, {summary['seconds']:.0f}s -> {out}")
     return summary
+
+
+@contextlib.contextmanager
+def _scratch(out: Path) -> Iterator[Path]:
+    """A throw-away stand-in for atomic_path(out), for the processes that do not write the result."""
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.rank") as d:
+        yield Path(d) / out.name
