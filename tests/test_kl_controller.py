@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from fgalign.rl.kl import AdaptiveKLController, PIKLController, make_kl_controller
+from fgalign.rl.kl import AdaptiveKLController, PIKLController, kl_held_share, make_kl_controller
 
 
 def lagged_policy(controller, iterations=40, target=1.0, noise=0.1, seed=0, pull=0.35, lag=1, rate=0.5, delay=0):
@@ -28,11 +28,14 @@ def lagged_policy(controller, iterations=40, target=1.0, noise=0.1, seed=0, pull
     return measured
 
 
-def held(measured, target=1.0, warmup=0.2, tol=0.2):
-    """Share of post-warm-up iterations whose 3-iteration running mean is within ±tol of the target."""
-    start = math.ceil(warmup * len(measured))
-    means = [sum(measured[i - 2:i + 1]) / 3 for i in range(max(start, 2), len(measured))]
-    return sum(abs(m / target - 1) <= tol for m in means) / len(means)
+def held(measured, target=1.0):
+    return kl_held_share(measured, target)
+
+
+def test_held_share_by_hand():
+    # 10 iterations: warm-up 2, running means from index 2: (0+1+1)/3, 1, 1, 1, (1+1+2)/3, (1+2+2)/3, 2, 2
+    kls = [0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0]
+    assert kl_held_share(kls, 1.0) == pytest.approx(3 / 8)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from fgalign.errors import InputError
+from fgalign.models.reward import detect_backbone_kind
 
 
 class ValueModel(nn.Module):
@@ -26,19 +27,30 @@ class ValueModel(nn.Module):
         return self.head(hidden).squeeze(-1).float()  # (B, L)
 
     @classmethod
-    def from_backbone_dir(cls, path: str | Path, vocab_size: int, dtype: torch.dtype | None = None) -> "ValueModel":
+    def from_backbone_dir(cls, path: str | Path, vocab_size: int, dtype: torch.dtype | None = None,
+                          tokenizer=None) -> "ValueModel":
         """Initialise from the transformer body of a local HF model (policy or reward model), safetensors only.
 
-        The value model reads the policy's token ids, so the backbone must share the policy's vocabulary.
+        The value model reads the policy's token ids left to right, so the backbone must be causal (an encoder
+        would let later tokens change V at earlier positions) and, when `tokenizer` (the policy's) is given,
+        its tokenizer must be the policy's: the same ids must mean the same tokens.
         """
-        from transformers import AutoModel
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         if not (Path(path) / "config.json").exists():
             raise InputError("no config.json: cannot initialise the value model from here", path=str(path))
+        hint = "; initialise the value model from the policy (--value-init policy)"
+        if detect_backbone_kind(AutoConfig.from_pretrained(str(path))) != "causal":
+            raise InputError("the backbone is a bidirectional encoder: V at a token would see the tokens after "
+                             f"it{hint}", path=str(path))
+        if tokenizer is not None:
+            theirs = AutoTokenizer.from_pretrained(str(path)).get_vocab()
+            if theirs != tokenizer.get_vocab():
+                raise InputError(f"its tokenizer differs from the policy's ({len(theirs)} vs {len(tokenizer)} "
+                                 f"tokens, or the same count with other ids){hint}", path=str(path))
         backbone = AutoModel.from_pretrained(str(path), use_safetensors=True, dtype=dtype)
         embeddings = backbone.get_input_embeddings().num_embeddings
         if embeddings < vocab_size:
             raise InputError(f"the value model's backbone has {embeddings} token embeddings but the policy's "
-                             f"tokenizer has {vocab_size} tokens; initialise it from the policy (--value-init "
-                             "policy) when the reward model uses another tokenizer", path=str(path))
+                             f"tokenizer has {vocab_size} tokens{hint}", path=str(path))
         return cls(backbone)

@@ -28,6 +28,7 @@ from fgalign.rl.update import (RewardSettings, TrainingDiverged, UpdateSettings,
 from fgalign.runinfo import save_run_config, seed_everything
 from fgalign.sampling.hf import generate
 from fgalign.sampling.rollout import SamplingConfig
+from fgalign.sampling.vllm import VllmSampler, vllm_problem
 from fgalign.tasks import load_task
 
 
@@ -68,19 +69,27 @@ class PPOConfig(UpdateSettings, RewardSettings, PPOPaths):
     """Policy learning rate (AdamW)."""
     value_lr: float = 1e-4
     """Value model learning rate (AdamW)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay of both models. 0, as in TRL: decay pulls the policy towards 0, not towards the
+    reference the KL term already keeps it near."""
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    """Learning-rate schedule over the iterations: constant, or linear decay to 0 at the last iteration."""
     gamma: float = 1.0
     """Discount."""
     lam: float = 0.95
     """GAE λ."""
     whiten_advantages: bool = True
     """Whiten advantages over the batch's response tokens."""
-    kl_coef: float = 0.1
-    """β: the initial KL coefficient (fixed when kl_target is None)."""
+    kl_coef: float = 0.3
+    """β: the initial KL coefficient (fixed when kl_target is None). 0.3 is near the β that held 1 nat in the
+    built-in worlds; the controller moves it from there."""
     kl_target: float | None = 1.0
     """Adaptive β targeting this KL in nats per response (compare methods at one KL); None: fixed β."""
+    kl_controller: Literal["pi", "ziegler"] = "pi"
+    """How β follows kl_target: "pi" (log-space PI on a one-step prediction, see fgalign.rl.kl) or "ziegler"
+    (Ziegler et al. 2019, kept for comparison: it cycles)."""
     kl_horizon: float = 128
-    """Adaptive controller horizon, in responses: β moves by at most 20% · batch / horizon per iteration
-    (128 with batch 64: ±10%, enough to hold the target within a 60-iteration run)."""
+    """Ziegler controller horizon, in responses: β moves by at most 20% · batch / horizon per iteration."""
     value_init: Literal["policy", "reward"] = "policy"
     """Initialise the value model's backbone from the policy or from the reward model (same vocabulary)."""
     lora: bool = False
@@ -91,6 +100,9 @@ class PPOConfig(UpdateSettings, RewardSettings, PPOPaths):
     """LoRA scaling numerator."""
     micro_batch: int = 64
     """Rows per forward pass when generating and scoring (bounds memory)."""
+    rollout: Literal["hf", "vllm"] = "hf"
+    """Who samples: "hf" (transformers' generate) or "vllm" (a vLLM engine on the training GPU, weights synced
+    after every update, log-probs recomputed by the training model; one process, no LoRA; untested on GPU)."""
     checkpoint_every: int = 10
     """Save a resumable checkpoint every N iterations (and at the end); 0: only at the end."""
     resume: bool = False
@@ -121,6 +133,13 @@ def prompt_indices(n_pool: int, iteration: int, batch: int, rank: int, world: in
     return out
 
 
+def policy_lr(cfg: PPOConfig, iteration: int) -> float:
+    """The policy's learning rate at a 0-based iteration (the value model keeps its own constant rate)."""
+    if cfg.lr_schedule == "linear":
+        return cfg.lr * (1.0 - iteration / cfg.iterations)
+    return cfg.lr
+
+
 def _build_models(cfg: PPOConfig, tokenizer):
     policy = load_causal_lm(cfg.policy)
     ref_model = None
@@ -132,7 +151,10 @@ def _build_models(cfg: PPOConfig, tokenizer):
     else:
         ref_model = load_causal_lm(cfg.policy).eval().requires_grad_(False)
     vocab = policy.get_input_embeddings().num_embeddings
-    value = ValueModel.from_backbone_dir(cfg.policy if cfg.value_init == "policy" else cfg.rm, vocab)
+    if cfg.value_init == "policy":
+        value = ValueModel.from_backbone_dir(cfg.policy, vocab)
+    else:
+        value = ValueModel.from_backbone_dir(cfg.rm, vocab, tokenizer=tokenizer)
     return policy, ref_model, value
 
 
@@ -150,6 +172,8 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
         raise InputError(problem, field="--reward-scale")
     if cfg.batch_size < cfg.minibatches:
         raise InputError(f"batch_size {cfg.batch_size} < minibatches {cfg.minibatches}", field="--batch-size")
+    if cfg.rollout == "vllm" and (problem := vllm_problem()) is not None:
+        raise InputError(problem, field="--rollout")  # before any model is loaded
     out = Path(cfg.out)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -169,12 +193,13 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
         raise InputError("the task gave no prompts, or an empty one", field="--task")
 
     # Fused AdamW: one kernel for all parameters (CPU and CUDA); measurably faster for many small tensors.
-    opt_policy = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, fused=True)
-    opt_value = torch.optim.AdamW(value.parameters(), lr=cfg.value_lr, fused=True)
+    opt_policy = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr,
+                                   weight_decay=cfg.weight_decay, fused=True)
+    opt_value = torch.optim.AdamW(value.parameters(), lr=cfg.value_lr, weight_decay=cfg.weight_decay, fused=True)
     policy, value, opt_policy, opt_value = accelerator.prepare(policy, value, opt_policy, opt_value)
     if ref_model is not None:
         ref_model = ref_model.to(accelerator.device)
-    kl_ctl = make_kl_controller(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+    kl_ctl = make_kl_controller(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon, cfg.kl_controller)
 
     start = 0
     if cfg.resume:
@@ -194,13 +219,23 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
                               top_p=cfg.top_p)
     raw_policy, raw_value = accelerator.unwrap_model(policy), accelerator.unwrap_model(value)
     pad_id = rollout_pad_id(tokenizer, raw_policy.get_input_embeddings().num_embeddings)
+    vllm = None
+    if cfg.rollout == "vllm":
+        if world > 1 or cfg.lora:
+            raise InputError("vLLM rollouts run in one process on a full (not LoRA) policy", field="--rollout")
+        vllm = VllmSampler(cfg.policy, seed=cfg.seed)
+        vllm.load_weights(raw_policy)  # a resumed run continues from its checkpoint's weights
     history, evals = [], []
     last_good = latest_checkpoint(out) if cfg.resume else None
     for it in range(start, cfg.iterations):
+        for group in opt_policy.param_groups:  # a pure function of the iteration: resumes exactly
+            group["lr"] = policy_lr(cfg, it)
         idx = prompt_indices(len(pool), it, cfg.batch_size, rank, world, cfg.seed)
         t0 = time.perf_counter()
-        rollout = generate(raw_policy, [pool[i] for i in idx], tokenizer.eos_token_id, pad_id, sampling,
-                           cfg.micro_batch).to(accelerator.device)
+        batch_prompts = [pool[i] for i in idx]
+        rollout = (generate(raw_policy, batch_prompts, tokenizer.eos_token_id, pad_id, sampling, cfg.micro_batch)
+                   if vllm is None else vllm.generate(batch_prompts, tokenizer.eos_token_id, pad_id, sampling)
+                   ).to(accelerator.device)
         t1 = time.perf_counter()
         rm_out = reward_model.score_responses(rollout.prompt_lists(), rollout.response_lists(), tokenizer)
         try:
@@ -215,6 +250,8 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
             where = f"; the last good checkpoint is {last_good}" if last_good else "; no checkpoint was saved yet"
             raise TrainingDiverged(f"{e}{where}") from None
         t3 = time.perf_counter()
+        if vllm is not None:
+            vllm.load_weights(raw_policy)  # the next rollouts come from the updated policy
         stats.update(experience_stats(exp))
         if pool_text is not None:
             texts = tokenizer.batch_decode(rollout.response_lists(), skip_special_tokens=True)
@@ -225,7 +262,8 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
         stats = dict(zip(names, means.tolist()))
         stats.update(iteration=it + 1, beta=kl_ctl.beta, time_generate=t1 - t0, time_score=t2 - t1,
                      time_train=t3 - t2)
-        kl_ctl.update(stats["kl_k1"], cfg.batch_size * world)
+        # The controller holds the KL the reward is penalised with (k1 or k3), per response.
+        kl_ctl.update(stats[f"kl_{cfg.kl_estimator}"], cfg.batch_size * world)
 
         done = it + 1 == cfg.iterations
         if eval_fn is not None and ((it + 1) % max(cfg.eval_every, 1) == 0 or done):

@@ -66,6 +66,24 @@ class Experience:
     sequence_score: Tensor  # (B,) the RM's raw score
 
 
+@contextlib.contextmanager
+def evaluating(*models):
+    """Eval mode (dropout off) inside, each model's own mode restored after.
+
+    π_old, π_ref and V must be what the update compares against: with dropout on, a policy identical to its
+    reference shows a KL of many nats (issue 10). The update leaves the models in train mode.
+    """
+    models = [m for m in models if m is not None]
+    modes = [m.training for m in models]
+    for m in models:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(models, modes):
+            m.train(mode)
+
+
 def reference_context(policy, ref_model):
     """With LoRA the reference is the same model with its adapter disabled (no second copy)."""
     return policy.disable_adapter() if ref_model is None else contextlib.nullcontext()
@@ -77,11 +95,12 @@ def make_experience(rollout: Rollout, rm_out, policy, ref_model, value_model, be
                     iteration: int = 0) -> Experience:
     """Score a rollout with π_old, π_ref and V, then rewards → GAE. No parameter changes."""
     mask, last = rollout.response_mask, rollout.last_index
-    logprobs = in_micro_batches(lambda r: policy_logprobs(policy, r, temperature)[0], rollout, micro_batch)
-    with reference_context(policy, ref_model):
-        ref = policy if ref_model is None else ref_model
-        ref_logprobs = in_micro_batches(lambda r: policy_logprobs(ref, r, temperature)[0], rollout, micro_batch)
-    values = in_micro_batches(lambda r: values_of(value_model, r), rollout, micro_batch)
+    with evaluating(policy, ref_model, value_model):
+        logprobs = in_micro_batches(lambda r: policy_logprobs(policy, r, temperature)[0], rollout, micro_batch)
+        with reference_context(policy, ref_model):
+            ref = policy if ref_model is None else ref_model
+            ref_logprobs = in_micro_batches(lambda r: policy_logprobs(ref, r, temperature)[0], rollout, micro_batch)
+        values = in_micro_batches(lambda r: values_of(value_model, r), rollout, micro_batch)
 
     T = mask.shape[1]
     def fit(x: Tensor) -> Tensor:  # the RM pads to its longest response, at most our T
