@@ -12,7 +12,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from fgalign.report.summary import results_table, write_report
 from fgalign.rl.trainer import PPOConfig, train_ppo
 from fgalign.runinfo import library_versions, write_json
 from fgalign.sampling.rollout import SamplingConfig
+from fgalign.sampling.vllm import vllm_problem
 from fgalign.tasks import load_task
 from fgalign.train.reward import RewardConfig, run as train_rm
 from fgalign.train.sft import SFTConfig, run as sft
@@ -65,6 +66,8 @@ class PipelineConfig:
     """Run only these methods (default: all in the config)."""
     force: bool = False
     """Redo stages whose outputs exist."""
+    rollout: Literal["hf", "vllm"] | None = None
+    """PPO's sampler for every method (overrides the config's `ppo.rollout`): "hf" or "vllm" (CUDA GPU)."""
     edits: str | None = None
     """Edit records to train on instead of sampling pairs and running the editor, e.g. human edits from
     `fgalign annotate export`; checked and copied to RUN/edits.jsonl. Held-out edits still come from the
@@ -170,6 +173,10 @@ def run(cfg: PipelineConfig) -> dict:
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfgs = build_configs(raw, run_dir, cfg.config)
+    if cfg.rollout is not None:
+        cfgs["ppo"] = {**cfgs["ppo"], "rollout": cfg.rollout}
+    if cfgs["ppo"].get("rollout") == "vllm" and (problem := vllm_problem()) is not None:
+        raise InputError(problem, field="--rollout")  # now, not after SFT
     seeds = cfg.seeds if cfg.seeds is not None else raw.get("seeds", [0])
     methods = {m: s for m, s in cfgs["methods"].items() if cfg.methods is None or m in cfg.methods}
     if cfg.methods and (unknown := set(cfg.methods) - set(cfgs["methods"])):
