@@ -366,7 +366,11 @@ def test_settings_and_config_errors(tiny_policy_dir, rm_dir):
     no_loop = verl_config(tiny_policy_dir, rm_dir, v1=True, manager=None)
     with pytest.raises(InputError, match="fgalign_single_turn"):  # v1 trainer, dense, verl's own agent loop
         plugin.check_verl_config(no_loop, plugin.FgalignVerlSettings.from_verl_config(no_loop))
-    batch_scale = verl_config(tiny_policy_dir, rm_dir, scale="total-std", v1=True, agent_loop=plugin.AGENT_LOOP_NAME)
+    legacy_manager = verl_config(tiny_policy_dir, rm_dir, v1=True, agent_loop=plugin.AGENT_LOOP_NAME)
+    with pytest.raises(InputError, match="legacy trainer"):  # the v0 manager would break verl's v1 trainer
+        plugin.check_verl_config(legacy_manager, plugin.FgalignVerlSettings.from_verl_config(legacy_manager))
+    batch_scale = verl_config(tiny_policy_dir, rm_dir, scale="total-std", v1=True, manager=None,
+                              agent_loop=plugin.AGENT_LOOP_NAME)
     with pytest.raises(InputError, match="whole batch"):
         plugin.check_verl_config(batch_scale, plugin.FgalignVerlSettings.from_verl_config(batch_scale))
     for v1 in (False, True):  # the sequence score at the last token is verl's own path: nothing else needed

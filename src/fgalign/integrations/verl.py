@@ -108,6 +108,9 @@ def check_verl_config(config: Any, settings: FgalignVerlSettings) -> None:
         return
     agent = config.actor_rollout_ref.rollout.get("agent") or {}
     if (config.get("trainer") or {}).get("use_v1", True):  # verl 0.9's default trainer
+        if _is_fgalign_manager(agent.get("agent_loop_manager_class")):
+            raise InputError(f"{MANAGER_FQN} is for the legacy trainer (trainer.use_v1=False); the v1 trainer "
+                             f"needs its own manager: remove it", field="actor_rollout_ref.rollout.agent")
         if agent.get("default_agent_loop") != AGENT_LOOP_NAME:
             raise InputError(f"must be '{AGENT_LOOP_NAME}' (registered by examples/verl/agent_loops.yaml through "
                              f"actor_rollout_ref.rollout.agent.agent_loop_config_path) for reward "
