@@ -94,7 +94,8 @@ def test_train_rm_and_sft_launched_with_the_fsdp_config_on_two_cpu_processes(tin
                              "--device", "cpu", "--logging-steps", "100")
     assert proc.stdout.count("train-rm: 16 pairs") == 2 and proc.stdout.count("-> ") == 1  # 2 ranks, 1 writer
     rm = AutoModelForTokenClassification.from_pretrained(tmp_path / "rm")
-    fresh, trained = load_file(str(tiny_policy_dir / "model.safetensors")), load_file(str(tmp_path / "rm/model.safetensors"))
+    fresh = load_file(str(tiny_policy_dir / "model.safetensors"))
+    trained = load_file(str(tmp_path / "rm" / "model.safetensors"))
     name = "transformer.h.0.mlp.c_fc.weight"
     assert trained[name].shape == fresh[name].shape and not torch.equal(trained[name], fresh[name])
     assert rm.config.num_labels == 1

@@ -351,7 +351,7 @@ def test_prepare_data_writes_chat_prompts_verl_reads(tmp_path):
     src.write_text("\n".join(json.dumps(r) for r in rows + rows[:5]))  # duplicates are dropped
     subprocess.run([sys.executable, str(EXAMPLES / "prepare_data.py"), "--in", str(src), "--out", str(tmp_path / "d"),
                     "--val", "3"], check=True, capture_output=True)
-    train, val = pq.read_table(tmp_path / "d/train.parquet").to_pylist(), pq.read_table(tmp_path / "d/val.parquet").to_pylist()
+    train, val = (pq.read_table(tmp_path / "d" / f"{name}.parquet").to_pylist() for name in ("train", "val"))
     assert len(train) + len(val) == len(rows) and len(val) == 3
     assert train[0]["prompt"][0]["role"] == "user" and train[0]["prompt"][0]["content"].startswith("List ")
 
