@@ -287,6 +287,8 @@ class DenseRewardOutput(AgentLoopOutput):
         if self.reward_score is None or TOKEN_KEY not in info:  # not scored by FgalignRewardManager
             return out
         n = out["responses"].shape[0]
+        if n == 0:  # nothing was generated: no token to reward
+            return out
         row = lambda key: torch.tensor(info[key][:n], dtype=torch.float32)[None]  # noqa: E731 - (1, n)
         sequence = torch.tensor([info[SEQUENCE_KEY]], dtype=torch.float32)
         out["rm_scores"] = dense_rm_scores(self._fgalign, row(TOKEN_KEY), row(PREFIX_KEY), sequence,
