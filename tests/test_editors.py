@@ -1,4 +1,5 @@
 """The `edit` stage with the task oracle and a local HF model: counts, filters, outputs, resume, bad input."""
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from fgalign.data import read_records
 from fgalign.editors.base import check_edit
 from fgalign.editors.progress import progress_path
 from fgalign.editors.stage import EditConfig, run
+from fgalign.errors import InputError
 from fgalign.eval.judges import TaskJudge
 
 FRUITS = {"apple", "banana", "cherry", "pear", "plum"}
@@ -110,7 +112,9 @@ def test_failures_are_recorded_resume_skips_done_and_retry_failed(tmp_path, frui
     assert [e["error"] for e in log[1:] if e["status"] == "failed"] == ["RuntimeError: the oracle crashed"]
 
     FruitTask.healed = True
-    again = run(cfg)  # everything is finished (failed included): nothing is edited again
+    with pytest.raises(InputError, match="exists; pass --overwrite"):  # the output is never replaced silently
+        run(cfg)
+    again = run(dataclasses.replace(cfg, overwrite=True))  # finished entries (failed too) are not edited again
     assert again["edited_now"] == 0 and again["failed"] == 1
     retried = run(EditConfig(in_=str(src), out=str(out), task=fruit_task, retry_failed=True))
     assert retried["edited_now"] == 1 and retried["failed"] == 0 and retried["kept"] == 4

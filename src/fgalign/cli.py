@@ -1,11 +1,13 @@
 """The `fgalign` command: one subcommand per stage, each parsed into that stage's config dataclass.
 
 Stages are imported lazily so that `fgalign label` does not pay for importing the PPO trainer.
-Bad input (InputError) prints one clear line and exits with code 2.
+Bad input (InputError) prints one clear line and exits with code 2. `fgalign --allow-hub COMMAND ...` lets
+transformers reach the Hugging Face hub (fgalign is offline otherwise, see fgalign/__init__.py).
 """
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from fgalign import __version__
@@ -30,13 +32,18 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
 
 def _usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: fgalign COMMAND [OPTIONS]   (fgalign COMMAND --help for its options)", "", "commands:"]
+    lines = ["usage: fgalign [--allow-hub] COMMAND [OPTIONS]   (fgalign COMMAND --help for its options)", "",
+             "--allow-hub: let transformers download hub ids (offline otherwise; HF_HUB_OFFLINE=0 does the same)",
+             "", "commands:"]
     lines += [f"  {name:<{width}}  {spec[3]}" for name, spec in COMMANDS.items()]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "--allow-hub":
+        os.environ["HF_HUB_OFFLINE"] = "0"  # read by huggingface_hub when first imported, which is later
+        argv = argv[1:]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
@@ -60,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fgalign {name}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"fgalign {name}: interrupted; outputs are written atomically, nothing half-written was kept",
-              file=sys.stderr)
+        hint = getattr(module, "interrupted_message", None)  # a stage that can resume says how
+        print(f"fgalign {name}: interrupted; " + (hint(cfg) if hint else
+              "outputs are written atomically, nothing half-written was kept"), file=sys.stderr)
         return 130
     return 0
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,65 @@ def from_dict(cls: type, data: dict[str, Any], where: str, path: str | None = No
         hint = hints.get(name)
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
             value = from_dict(hint, value, f"{where}.{key}", path)
+        elif hint is not None:
+            value = checked_value(hint, value, path, f"{where}.{key}")
         kwargs[name] = value
     try:
         return cls(**kwargs)
     except TypeError as e:
         raise InputError(f"{cls.__name__}: {e}", path=path, field=where) from None
+
+
+def checked_value(hint: Any, value: Any, path: str | None, where: str) -> Any:
+    """`value` if it has the field's type (a numeric string such as YAML's `1e-3` becomes a number); else an
+    InputError naming file and key, now rather than as a traceback from inside a stage."""
+    if isinstance(value, str) and _accepts(hint, float) and not _accepts(hint, str):
+        try:
+            value = int(value) if _accepts(hint, int) and value.strip().lstrip("+-").isdigit() else float(value)
+        except ValueError:
+            pass
+    if (expected := _expected(hint, value)) is not None:
+        raise InputError(f"expected {expected}, got {value!r}", path=path, field=where)
+    return value
+
+
+def _arms(hint: Any) -> tuple:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return typing.get_args(hint)
+    return (hint,)
+
+
+def _accepts(hint: Any, kind: type) -> bool:
+    return any(arm is kind for arm in _arms(hint))
+
+
+def _expected(hint: Any, value: Any) -> str | None:
+    """None when `value` fits `hint`, else what was expected (types we do not model are not checked)."""
+    problems = []
+    for arm in _arms(hint):
+        origin = typing.get_origin(arm)
+        if arm is type(None):
+            ok, what = value is None, "null"
+        elif origin is typing.Literal:
+            ok, what = value in typing.get_args(arm), "one of " + ", ".join(map(repr, typing.get_args(arm)))
+        elif arm is bool:
+            ok, what = isinstance(value, bool), "true or false"
+        elif arm is int:
+            ok, what = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif arm is float:
+            ok, what = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        elif arm is str:
+            ok, what = isinstance(value, str), "a string"
+        elif origin in (list, tuple) or arm in (list, tuple):
+            ok, what = isinstance(value, (list, tuple)), "a list"
+        elif origin is dict or arm is dict or dataclasses.is_dataclass(arm):
+            ok, what = isinstance(value, dict) or dataclasses.is_dataclass(value), "a mapping"
+        else:
+            return None
+        if ok:
+            return None
+        problems.append(what)
+    return " or ".join(problems) or None
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -51,3 +106,21 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_diff(old: dict, new: dict) -> list[str]:
+    """The keys whose values differ, as "key: old -> new" (nested keys dotted), sorted."""
+    a, b = flatten(old), flatten(new)
+    return [f"{k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}" for k in sorted(set(a) | set(b))
+            if a.get(k, "(unset)") != b.get(k, "(unset)")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import platform
 import random
@@ -11,7 +12,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 CONFIG_FILE = "fgalign_config.json"
 
@@ -39,6 +40,9 @@ def library_versions() -> dict[str, str]:
 
 
 def to_jsonable(obj: Any) -> Any:
+    """Plain JSON values; NaN and infinities become null (strict parsers reject them)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):
@@ -51,36 +55,87 @@ def to_jsonable(obj: Any) -> Any:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
 
     Works for files and directories: an existing result is never half-overwritten, and a failed command
-    leaves nothing behind.
+    leaves nothing behind. An existing file is replaced (os.replace: atomic); an existing directory only with
+    `replace=True`, which a stage passes after `data.outputs.check_output` allowed it (`--overwrite` on an
+    output of the same stage). The temporary's name carries our pid, so a later run can tell the leftovers
+    of a killed one (dead pid) from a live writer's and remove them.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     target = tmp / path.name
     try:
         yield target
         if not target.exists():
             raise RuntimeError(f"nothing was written to {target}")
         if path.is_dir() and not path.is_symlink():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+            if not replace:
+                raise FileExistsError(f"{path} is an existing directory; not replaced")
+            old = tmp / ".replaced"  # inside our temporary: removed with it, or as a stale one after a kill
             path.rename(old)
             target.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove `.NAME.PID.*.tmp` leftovers of `atomic_path(path)` whose process is gone (killed runs).
+
+    Leftovers of older versions (no pid in the name) are removed too; a live writer's are kept.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    removed = []
+    prefix = f".{path.name}."
+    for p in path.parent.iterdir():
+        if not (p.name.startswith(prefix) and p.name.endswith(".tmp")):
+            continue
+        middle = p.name[len(prefix):-len(".tmp")].split(".", 1)[0]
+        if middle.isdigit() and _pid_alive(int(middle)):
+            continue
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        removed.append(p)
+    if removed:
+        print(f"removed {len(removed)} stale temporary output(s) of a killed run beside {path}", file=sys.stderr)
+    return removed
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """One style of progress bar for every long stage (rich, on stderr, as `fgalign edit` and PPO print):
+    done/total, elapsed and ETA. Yields `advance(n)`; the bar is removed when the block ends."""
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    columns = (TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(to_jsonable(obj), indent=2, ensure_ascii=False) + "\n")
+        tmp.write_text(json.dumps(to_jsonable(obj), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def save_run_config(out: str | os.PathLike, config: Any, stage: str, extra: dict | None = None) -> Path:

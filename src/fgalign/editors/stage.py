@@ -17,6 +17,7 @@ from typing import Annotated, Any, Iterator, Literal
 import tyro
 
 from fgalign.data import PreferenceRecord, read_records, write_records
+from fgalign.data.outputs import check_output
 from fgalign.data.records import response_text
 from fgalign.editors.base import Editor, check_edit
 from fgalign.editors.openai_editor import OpenAIEditor
@@ -68,7 +69,8 @@ class EditConfig:
     backoff_base: float = 1.0
     """First backoff delay in seconds; doubles on each retry (with jitter), capped at 30 s."""
     retry_failed: bool = False
-    """On a rerun, retry the records whose requests failed before (they are otherwise kept as failed)."""
+    """On a rerun, retry the records whose requests failed before (they are otherwise kept as failed); it
+    replaces the output of that earlier `fgalign edit` run (no --overwrite needed)."""
     cache_dir: str | None = None
     """Folder of the on-disk reply cache (default: `llm-cache` beside the output)."""
     batch_size: int = 8
@@ -81,6 +83,8 @@ class EditConfig:
     """Weights' dtype for `--editor hf` ("auto": the dtype the checkpoint was saved in)."""
     seed: int = 0
     """Random seed."""
+    overwrite: bool = False
+    """Replace an existing output written by `fgalign edit` (anything else is never replaced)."""
 
 
 def build_editor(cfg: EditConfig) -> Editor:
@@ -194,6 +198,8 @@ def run(cfg: EditConfig) -> dict[str, Any]:
         seed_everything(cfg.seed)
     else:  # the API and task editors never touch torch: do not pay seconds to import it
         random.seed(cfg.seed)
+    # --retry-failed continues a finished run: it replaces that run's output by design.
+    check_output(cfg.out, "edit", cfg.overwrite or cfg.retry_failed, "file")
     records = read_records(cfg.in_)  # every bad input stops here, before anything is written
     editor = build_editor(cfg)
     out = Path(cfg.out)

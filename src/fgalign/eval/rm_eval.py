@@ -9,6 +9,7 @@ token RM is also judged on its token rewards against the edit labels:
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional, Sequence
@@ -16,10 +17,12 @@ from typing import Literal, Optional, Sequence
 import numpy as np
 
 from fgalign.data import read_records
+from fgalign.data.outputs import check_output
 from fgalign.data.records import PreferenceRecord, render_text, response_text
+from fgalign.errors import InputError
 from fgalign.labels.project import label_pair
 from fgalign.models.reward import load_reward_model
-from fgalign.runinfo import save_run_config, write_json
+from fgalign.runinfo import progress_bar, save_run_config, write_json
 
 
 @dataclass
@@ -38,6 +41,8 @@ class EvalRMConfig:
     """auto (CUDA when available), cpu, cuda, cuda:1, ..."""
     micro_batch: int = 32
     """Responses per forward pass."""
+    overwrite: bool = False
+    """Replace an existing output written by `fgalign eval-rm` (anything else is never replaced)."""
 
 
 def pair_accuracy(better: np.ndarray, worse: np.ndarray) -> float:
@@ -61,17 +66,42 @@ def _stats(values: list[float]) -> dict[str, float]:
             "n": int(len(v))}
 
 
+def fitting_records(records: list[PreferenceRecord], rm) -> tuple[list[PreferenceRecord], int]:
+    """The records whose every response fits the RM's positions with the prompt; the others are counted."""
+    kept = []
+    for r in records:
+        prompt = rm.encode_prompt(r.prompt)
+        sides = [r.chosen, r.rejected] + ([r.edited] if r.edited is not None else [])
+        if all(rm.fits(prompt, rm.encode_response(response_text(s))) for s in sides):
+            kept.append(r)
+    if not kept:
+        raise InputError(f"every record is longer than the reward model's {rm.max_length} positions (prompt + "
+                         "response)", field="data")
+    if len(kept) < len(records):
+        print(f"eval-rm: warning: skipped {len(records) - len(kept)} of {len(records)} records longer than the "
+              f"reward model's {rm.max_length} positions")
+    return kept, len(records) - len(kept)
+
+
 def evaluate_rm(rm, records: Sequence[PreferenceRecord], label_mode: str | None = None,
-                micro_batch: int = 32) -> dict:
+                micro_batch: int = 32, show_progress: bool = False) -> dict:
     """All metrics of `rm` (a loaded RewardModel) on `records`, as a JSON-ready dict."""
-    records = [render_text(r, rm.tokenizer) for r in records]
+    records, too_long = fitting_records([render_text(r, rm.tokenizer) for r in records], rm)
+    edits = [r for r in records if r.edited is not None and response_text(r.edited) != response_text(r.rejected)]
+    bar = (progress_bar("eval-rm", 2 * len(records) + 2 * len(edits)) if show_progress
+           else contextlib.nullcontext(None))
+    with bar as advance:
+        return _evaluate(rm, records, edits, too_long, label_mode, micro_batch, advance)
+
+
+def _evaluate(rm, records, edits, too_long: int, label_mode: str | None, micro_batch: int, advance) -> dict:
     prompts = [r.prompt for r in records]
-    chosen = rm.score_texts(prompts, [response_text(r.chosen) for r in records], micro_batch)
-    rejected = rm.score_texts(prompts, [response_text(r.rejected) for r in records], micro_batch)
+    chosen = rm.score_texts(prompts, [response_text(r.chosen) for r in records], micro_batch, advance)
+    rejected = rm.score_texts(prompts, [response_text(r.rejected) for r in records], micro_batch, advance)
     out = {"level": rm.level, "loss": rm.info.loss, "anchor": rm.info.anchor, "n_records": len(records),
+           "n_skipped_too_long": too_long,
            "pair_accuracy": pair_accuracy(chosen.sequence_score.numpy(), rejected.sequence_score.numpy())}
 
-    edits = [r for r in records if r.edited is not None and response_text(r.edited) != response_text(r.rejected)]
     out["n_edit_pairs"] = len(edits)
     if not edits:
         return out
@@ -79,8 +109,8 @@ def evaluate_rm(rm, records: Sequence[PreferenceRecord], label_mode: str | None 
     labelled = [label_pair(rm.tokenizer, r.prompt, response_text(r.rejected), response_text(r.edited), mode=mode)
                 for r in edits]
     prompt_ids = [rm.encode_prompt(r.prompt) for r in edits]
-    original = rm.score_ids(prompt_ids, [x["rejected_ids"] for x in labelled], micro_batch)
-    edited = rm.score_ids(prompt_ids, [x["edited_ids"] for x in labelled], micro_batch)
+    original = rm.score_ids(prompt_ids, [x["rejected_ids"] for x in labelled], micro_batch, advance)
+    edited = rm.score_ids(prompt_ids, [x["edited_ids"] for x in labelled], micro_batch, advance)
     out["edit_accuracy"] = pair_accuracy(edited.sequence_score.numpy(), original.sequence_score.numpy())
     if rm.level != "token":
         return out
@@ -129,11 +159,14 @@ def print_table(metrics: dict, title: str) -> None:
 
 
 def run(cfg: EvalRMConfig) -> dict:
-    rm = load_reward_model(cfg.rm, cfg.device)
-    records = read_records(cfg.data)
-    metrics = evaluate_rm(rm, records, cfg.label_mode, cfg.micro_batch)
-    metrics["data"] = cfg.data
     out = Path(cfg.out) if cfg.out else Path(cfg.rm) / f"eval_{Path(cfg.data).stem}.json"
+    check_output(out, "eval-rm", cfg.overwrite, "file")
+    if cfg.micro_batch < 1:
+        raise InputError(f"expected an integer >= 1, got {cfg.micro_batch}", field="--micro-batch")
+    records = read_records(cfg.data)
+    rm = load_reward_model(cfg.rm, cfg.device)
+    metrics = evaluate_rm(rm, records, cfg.label_mode, cfg.micro_batch, show_progress=True)
+    metrics["data"] = cfg.data
     write_json(out, metrics)
     save_run_config(out, cfg, "eval-rm")
     print_table(metrics, f"{cfg.rm} on {cfg.data}")

@@ -14,6 +14,7 @@ import tyro
 
 from fgalign.data import ReadStats, read_records
 from fgalign.data.io import write_jsonl
+from fgalign.data.outputs import check_output
 from fgalign.data.records import render_text
 from fgalign.errors import InputError
 from fgalign.labels.align import DELETED, INSERTED
@@ -39,6 +40,8 @@ class LabelConfig:
     so that an omission costs the response something (DESIGN §6)."""
     examples: int = 3
     """How many labelled pairs to print in the summary."""
+    overwrite: bool = False
+    """Replace an existing output written by `fgalign label` (anything else is never replaced)."""
 
 
 def load_any_tokenizer(path: str) -> Any:
@@ -130,6 +133,7 @@ def print_summary(cfg: LabelConfig, summary: dict, stats: ReadStats, rows: list[
 
 def run(cfg: LabelConfig) -> dict:
     """Label every edit pair, write LABELS JSONL + its config atomically, print a summary; return it."""
+    check_output(cfg.out, "label", cfg.overwrite, "file")
     tokenizer = load_any_tokenizer(cfg.tokenizer)
     stats = ReadStats()
     records = read_records(cfg.in_, require_edited=True, stats=stats)

@@ -32,6 +32,21 @@ class TinyModelConfig:
     """Dropout in attention/MLP/embeddings; 0 keeps PPO log-probs deterministic."""
 
 
+def check_tiny_config(cfg: TinyModelConfig, prefix: str = "--tiny.") -> None:
+    """Shapes the model constructors would reject with a traceback (or accept and then crash on)."""
+    for name in ("n_layer", "d_model", "n_head", "max_len"):
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InputError(f"expected an integer >= 1, got {value!r}", field=prefix + name.replace("_", "-"))
+    if cfg.d_model % cfg.n_head:
+        raise InputError(f"d-model {cfg.d_model} is not divisible by n-head {cfg.n_head} (each head gets "
+                         "d-model / n-head dimensions)", field=f"{prefix}d-model")
+    if cfg.max_len < 8:
+        raise InputError(f"expected at least 8 positions, got {cfg.max_len}", field=f"{prefix}max-len")
+    if not 0 <= cfg.dropout < 1:
+        raise InputError(f"expected a probability in [0, 1), got {cfg.dropout!r}", field=f"{prefix}dropout")
+
+
 def build_tiny_causal_lm(cfg: TinyModelConfig, tokenizer: Any) -> torch.nn.Module:
     """A randomly initialised causal LM sized by `cfg`, with the tokenizer's special ids set."""
     from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
@@ -53,19 +68,49 @@ def build_tiny_causal_lm(cfg: TinyModelConfig, tokenizer: Any) -> torch.nn.Modul
     return AutoModelForCausalLM.from_config(config)
 
 
-def _check_dir(path: str | Path, what: str) -> Path:
+def hub_allowed() -> bool:
+    """fgalign is offline unless asked (`fgalign --allow-hub ...` or HF_HUB_OFFLINE=0; see fgalign/__init__)."""
+    import os
+
+    return os.environ.get("HF_HUB_OFFLINE", "1").strip().lower() in ("0", "false", "no", "off")
+
+
+def check_model_dir(path: str | Path, what: str = "model", option: str | None = None, weights: bool = True) -> Path:
+    """A local Hugging Face folder with config.json and safetensors weights; refused before anything loads.
+
+    `pytorch_model.bin` is refused here, by name, and never unpickled (a pickle can run code). With the hub
+    allowed, a name that is not a local path is passed on to transformers as a hub id.
+    """
     p = Path(path)
+    if not p.exists():
+        if hub_allowed():
+            return p
+        raise InputError(f"no such local directory (fgalign loads {what}s from local folders; the Hugging Face hub "
+                         "is off: `fgalign --allow-hub ...` lets transformers fetch a hub id)",
+                         path=str(p), field=option)
     if not p.is_dir():
-        raise InputError(f"expected a {what} directory (a Hugging Face save_pretrained folder)", path=str(p))
-    if not (p / "config.json").exists():
-        raise InputError(f"no config.json: not a Hugging Face {what} directory", path=str(p))
+        raise InputError(f"expected a {what} directory (a Hugging Face save_pretrained folder), got a file",
+                         path=str(p), field=option)
+    if weights and not (p / "config.json").exists():
+        raise InputError(f"no config.json: not a Hugging Face {what} directory", path=str(p), field=option)
+    if weights and not any(p.glob("*.safetensors")) and not any(p.glob("*.safetensors.index.json")):
+        pickles = sorted(q.name for q in p.glob("*.bin"))
+        hint = (f"it holds only {', '.join(pickles)} (a pickle, not loaded): convert it once with "
+                "`python -c \"from transformers import AutoModel as A; A.from_pretrained('DIR', use_safetensors=False)"
+                ".save_pretrained('DIR_st')\"` (only for a file you trust)") if pickles else "it holds no weights"
+        raise InputError(f"safetensors weights are required; {hint}", path=str(p), field=option)
     return p
+
+
+def _check_dir(path: str | Path, what: str) -> Path:
+    return check_model_dir(path, what)
 
 
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> Any:
     """A fast tokenizer from a local directory, with a pad token distinct from EOS."""
     from transformers import AutoTokenizer
 
+    check_model_dir(path, "tokenizer", weights=False)
     try:
         tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except Exception as e:  # noqa: BLE001 - a broken user directory

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -23,7 +23,7 @@ from fgalign.data.tokenize import check_tokenizer, encode_prompt, encode_respons
 from fgalign.errors import InputError
 from fgalign.models import projection
 from fgalign.models.masks import at_last_index, gather_last, masked_mean
-from fgalign.models.policy import resolve_device
+from fgalign.models.policy import check_model_dir, resolve_device
 from fgalign.models.reward_losses import prefix_means
 from fgalign.runinfo import write_json
 
@@ -156,6 +156,15 @@ class RewardModel(torch.nn.Module):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def max_length(self) -> int:
+        """Positions the backbone has (prompt + response); a longer input would index past its table."""
+        config = self.model.config
+        return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 10**9
+
+    def fits(self, prompt_ids: Sequence[int], response_ids: Sequence[int]) -> bool:
+        return len(prompt_ids) + len(response_ids) <= self.max_length
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return head_values(self.model, input_ids, attention_mask)
 
@@ -172,8 +181,12 @@ class RewardModel(torch.nn.Module):
     # -- scoring ---------------------------------------------------------------------------------------
     @torch.no_grad()
     def score_ids(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
-                  micro_batch: int = 32) -> RewardOutput:
+                  micro_batch: int = 32, advance: Callable[[int], None] | None = None) -> RewardOutput:
         """Score responses given in the RM's own token ids. Returns CPU tensors."""
+        for i, (p, r) in enumerate(zip(prompt_ids, response_ids)):
+            if not self.fits(p, r):
+                raise InputError(f"input {i + 1} is {len(p) + len(r)} tokens (prompt + response), but the reward "
+                                 f"model reads at most {self.max_length}: shorten it", field="response")
         was_training = self.model.training
         self.model.eval()
         T = max(len(r) for r in response_ids)
@@ -189,14 +202,17 @@ class RewardModel(torch.nn.Module):
             for i, (pi, ri) in enumerate(zip(p, r)):  # cut each response out of the (B, L) grid
                 token_rewards[start + i, : len(ri)] = tok[i, len(pi): len(pi) + len(ri)]
                 prefix_scores[start + i, : len(ri)] = pre[i, len(pi): len(pi) + len(ri)]
+            if advance is not None:
+                advance(len(r))
         self.model.train(was_training)
         return RewardOutput(token_rewards, prefix_scores, sequence_score)
 
-    def score_texts(self, prompts: Sequence[str], responses: Sequence[str], micro_batch: int = 32) -> RewardOutput:
+    def score_texts(self, prompts: Sequence[str], responses: Sequence[str], micro_batch: int = 32,
+                    advance: Callable[[int], None] | None = None) -> RewardOutput:
         """Score text responses (EOS appended) on the RM's own tokens. Returns CPU tensors."""
         prompt_ids = [self.encode_prompt(p) for p in prompts]
         response_ids = [self.encode_response(r) for r in responses]
-        return self.score_ids(prompt_ids, response_ids, micro_batch)
+        return self.score_ids(prompt_ids, response_ids, micro_batch, advance)
 
     def score_responses(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
                         tokenizer: Any, micro_batch: int = 32) -> RewardOutput:
@@ -275,9 +291,7 @@ def build_reward_model(backbone: str | Path, level: str, loss: str, anchor: floa
     """
     from transformers import AutoConfig, AutoModelForTokenClassification
 
-    path = Path(backbone)
-    if not (path / "config.json").exists():
-        raise InputError("expected a Hugging Face model directory with config.json", path=str(path), field="--model")
+    path = check_model_dir(backbone, option="--model")
     config = AutoConfig.from_pretrained(str(path))
     kind = detect_backbone_kind(config) if backbone_kind == "auto" else backbone_kind
     tokenizer = load_rm_tokenizer(path)
@@ -301,7 +315,7 @@ def load_reward_model(path: str | Path, device: str | torch.device = "cpu") -> R
     """Load an RM saved by `fgalign train-rm` (safetensors only)."""
     from transformers import AutoModelForTokenClassification
 
-    path = Path(path)
+    path = check_model_dir(path, "reward model", "--rm")
     meta = path / RM_META_FILE
     if not meta.exists():
         raise InputError(f"no {RM_META_FILE}: not a reward model saved by `fgalign train-rm`", path=str(path))

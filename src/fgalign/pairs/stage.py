@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fgalign.data.io import write_records
+from fgalign.data.outputs import check_output
+from fgalign.errors import InputError
 from fgalign.data.records import PreferenceRecord
 from fgalign.models.policy import load_causal_lm, load_tokenizer, resolve_device
 from fgalign.runinfo import save_run_config, seed_everything
-from fgalign.sampling.hf import sample_responses
+from fgalign.sampling.hf import progress, sample_responses
 from fgalign.sampling.rollout import SamplingConfig
 from fgalign.tasks import load_task
 
@@ -45,6 +47,8 @@ class SampleConfig:
     """Seed for prompts, sampling and annotator noise."""
     device: str = "auto"
     """"auto", "cpu" or "cuda"."""
+    overwrite: bool = False
+    """Replace an existing output written by `fgalign sample` (anything else is never replaced)."""
 
 
 def sample_stats(task, prompts: list[str], responses: list[str]) -> dict:
@@ -62,7 +66,17 @@ def sample_stats(task, prompts: list[str], responses: list[str]) -> dict:
     return stats
 
 
+def check_config(cfg: SampleConfig) -> None:
+    if not isinstance(cfg.n, int) or isinstance(cfg.n, bool) or cfg.n < 1:
+        raise InputError(f"expected a number of prompts >= 1, got {cfg.n!r}", field="--n")
+    if not isinstance(cfg.bt_temperature, (int, float)) or cfg.bt_temperature < 0:
+        raise InputError(f"expected a number >= 0, got {cfg.bt_temperature!r}", field="--bt-temperature")
+    cfg.sampling.check()
+
+
 def run(cfg: SampleConfig) -> dict:
+    check_config(cfg)
+    check_output(cfg.out, "sample", cfg.overwrite, "file")
     seed_everything(cfg.seed)
     started = time.time()
     task = load_task(cfg.task)
@@ -70,7 +84,8 @@ def run(cfg: SampleConfig) -> dict:
     model = load_causal_lm(cfg.policy, device=resolve_device(cfg.device))
     prompts = task.prompts(cfg.split, cfg.n, cfg.seed)
     doubled = [p for p in prompts for _ in range(2)]
-    responses = sample_responses(model, tokenizer, doubled, cfg.sampling, seed=cfg.seed)
+    with progress("sample"):
+        responses = sample_responses(model, tokenizer, doubled, cfg.sampling, seed=cfg.seed)
     rng = random.Random(cfg.seed)
     records, ties = [], 0
     for i, prompt in enumerate(prompts):

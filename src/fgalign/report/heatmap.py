@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
+from fgalign.data.outputs import check_output
 from fgalign.data.tokenize import token_spans
 from fgalign.errors import InputError
 from fgalign.models.reward import load_reward_model
@@ -35,6 +36,8 @@ class ShowConfig:
     """rewards: r_t per token; prefix: the score S_t of each prefix (useful for a causal sequence RM)."""
     device: str = "cpu"
     """Where to run the RM."""
+    overwrite: bool = False
+    """Replace an existing output written by `fgalign show` (anything else is never replaced)."""
 
 
 def _colors(values: Sequence[float], vmax: float | None = None) -> list[tuple[str, str]]:
@@ -116,6 +119,7 @@ def run(cfg: ShowConfig) -> Path:
     out = Path(cfg.out)
     if out.suffix.lower() not in (".html", ".png"):
         raise InputError(f"expected a file name ending in .html or .png, got '{out.name}'", field="--out")
+    check_output(out, "show", cfg.overwrite, "file")
     rm = load_reward_model(cfg.rm, cfg.device)
     scored = rm.score_texts([cfg.prompt], [cfg.response])
     values = (scored.token_rewards if cfg.values == "rewards" else scored.prefix_scores)[0]

@@ -13,6 +13,8 @@ import re
 import shutil
 from pathlib import Path
 
+from fgalign.data.outputs import check_writable, written_by
+from fgalign.errors import InputError
 from fgalign.runinfo import save_run_config, write_json
 
 STATE_FILE = "trainer_state.json"
@@ -28,6 +30,28 @@ def latest_checkpoint(out: Path) -> Path | None:
     root = checkpoint_dir(out)
     found = [p for p in root.glob("iter_*") if _NAME.match(p.name) and (p / STATE_FILE).exists()] if root.exists() else []
     return max(found, key=lambda p: int(_NAME.match(p.name).group(1)), default=None)
+
+
+def check_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a fresh run in a folder that holds one: a fresh run there used to cut the old log and
+    keep its checkpoints, which a later --resume spliced in. --overwrite replaces an earlier PPO run only."""
+    out = Path(out)
+    check_writable(out, "--out")
+    if resume or not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not out.is_dir():
+        raise InputError("is an existing file; PPO writes a folder here", path=str(out), field="--out")
+    ours = "ppo" in (written_by(out), written_by(out / "ppo_log.jsonl"))
+    if not overwrite:
+        found = latest_checkpoint(out)
+        how = (f"pass --resume to continue it from {found.name}, or --overwrite to start afresh" if found and ours
+               else "pass --overwrite to start afresh" if ours else "choose another --out")
+        raise InputError(f"holds {'a PPO run' if ours else 'files that are not a PPO run'}: {how}", path=str(out),
+                         field="--out")
+    if not ours:
+        raise InputError("holds files that are not a PPO run; --overwrite replaces only a PPO run: remove it "
+                         "yourself or choose another --out", path=str(out), field="--out")
+    shutil.rmtree(out)
 
 
 def save_checkpoint(accelerator, out: Path, iteration: int, state: dict, keep: int = 2) -> Path:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 LOG_FILE = "ppo_log.jsonl"
@@ -18,6 +19,7 @@ class MetricsLog:
         self.enabled = enabled
         self.path = Path(out) / LOG_FILE
         self.writer = None
+        self.started, self.first_step = time.monotonic(), (resume_from or 0)  # for the ETA
         if not enabled:
             return
         from rich.console import Console
@@ -53,8 +55,17 @@ class MetricsLog:
             self.writer.flush()
         shown = " ".join(f"{label} [cyan]{record[k]:.3g}[/]" for k, label in SHOWN if k in record)
         secs = "/".join(f"{record.get(k, 0):.1f}" for k in ("time_generate", "time_score", "time_train"))
-        self.console.print(f"[bold]ppo {step}/{total_iterations}[/] {shown} [dim]gen/score/train {secs}s[/]")
+        per_step = (time.monotonic() - self.started) / max(step - self.first_step, 1)
+        eta = _duration(per_step * (total_iterations - step))
+        self.console.print(f"[bold]ppo {step}/{total_iterations}[/] {shown} [dim]gen/score/train {secs}s[/] "
+                           f"eta [bold]{eta}[/]")
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"

@@ -7,6 +7,7 @@ log, evaluate, checkpoint. Runs single-process or under `accelerate launch` (one
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from fgalign.errors import InputError
 from fgalign.models.policy import load_causal_lm, load_tokenizer, resolve_device
 from fgalign.models.reward import load_reward_model
 from fgalign.models.value import ValueModel
-from fgalign.rl.checkpoint import STATE_FILE, latest_checkpoint, save_checkpoint, save_policy
+from fgalign.rl.checkpoint import STATE_FILE, check_run_dir, latest_checkpoint, save_checkpoint, save_policy
 from fgalign.rl.kl import make_kl_controller
 from fgalign.rl.metrics_log import MetricsLog
 from fgalign.rl.rewards import reward_options_problem
@@ -107,6 +108,8 @@ class PPOConfig(UpdateSettings, RewardSettings, PPOPaths):
     """Save a resumable checkpoint every N iterations (and at the end); 0: only at the end."""
     resume: bool = False
     """Continue from the latest checkpoint in `out`."""
+    overwrite: bool = False
+    """Start afresh in an `out` that holds an earlier PPO run (removed); without it, or --resume, it is refused."""
     eval_every: int = 10
     """Call the evaluation callback every N iterations (and at the end); library use only."""
     keep_eval_checkpoints: bool = False
@@ -175,6 +178,8 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
     if cfg.rollout == "vllm" and (problem := vllm_problem()) is not None:
         raise InputError(problem, field="--rollout")  # before any model is loaded
     out = Path(cfg.out)
+    if int(os.environ.get("RANK", "0")) == 0:  # before accelerate starts: rank 0 alone checks (and clears)
+        check_run_dir(out, cfg.resume, cfg.overwrite)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     accelerator = Accelerator(cpu=resolve_device(cfg.device).type == "cpu")
@@ -185,6 +190,10 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
     policy, ref_model, value = _build_models(cfg, tokenizer)
     if reward_model is None:
         reward_model = load_reward_model(cfg.rm, device=accelerator.device)
+    if cfg.reward in ("token", "token+sequence") and (level := getattr(reward_model, "level", "token")) != "token":
+        raise InputError(f"--reward {cfg.reward} needs per-token rewards, but {cfg.rm} is a {level}-level "
+                         "RM: use --reward sequence (or token-shaped, from its prefix scores), or a token RM",
+                         field="--reward")
     task = task or load_task(cfg.task)
     prompts = task.prompts("train", cfg.n_prompts, cfg.seed)
     pool = [encode_prompt(tokenizer, p) for p in prompts]
@@ -285,6 +294,14 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
         save_policy(raw_policy, tokenizer, out, cfg, extra={"final": history[-1] if history else {}})
     accelerator.wait_for_everyone()
     return {"out": str(out), "history": history, "evals": evals, "final": history[-1] if history else {}}
+
+
+def interrupted_message(cfg: PPOConfig) -> str:
+    """What the CLI prints on Ctrl-C: where the run can continue from."""
+    found = latest_checkpoint(Path(cfg.out))
+    if found is None:
+        return f"no checkpoint was saved yet in {cfg.out}; rerun with --overwrite to start again"
+    return f"continue from {found} by rerunning the same command with --resume"
 
 
 def run(cfg: PPOConfig) -> dict:

@@ -6,10 +6,28 @@ tokenization rule, so pairs, evaluation and training sample alike.
 """
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 
 from fgalign.data.tokenize import encode_prompt
+from fgalign.runinfo import progress_bar
 from fgalign.sampling.rollout import Rollout, SamplingConfig, left_pad, response_mask_from_ids
+
+# Set by a stage run from the command line (sample, eval): generate() then shows a bar. PPO's and the
+# pipeline's inner evaluations leave it unset and print their own lines.
+_BAR: list[str] = []
+
+
+@contextlib.contextmanager
+def progress(description: str) -> Iterator[None]:
+    """Within this block every generate() call shows a progress bar (with ETA) titled `description`."""
+    _BAR.append(description)
+    try:
+        yield
+    finally:
+        _BAR.pop()
 
 
 @torch.no_grad()
@@ -28,11 +46,14 @@ def generate(model, prompts: list[list[int]], eos_id: int, pad_id: int, settings
     chunks = []
     was_training = model.training
     model.eval()
-    for start in range(0, len(prompts), micro_batch):
-        ids, mask = prompt_ids[start:start + micro_batch], prompt_mask[start:start + micro_batch]
-        out = model.generate(input_ids=ids.to(device), attention_mask=mask.long().to(device),
-                             generation_config=gen_config)
-        chunks.append(out[:, P:].cpu())
+    bar = progress_bar(_BAR[-1], len(prompts)) if _BAR else contextlib.nullcontext(lambda n=1: None)
+    with bar as advance:
+        for start in range(0, len(prompts), micro_batch):
+            ids, mask = prompt_ids[start:start + micro_batch], prompt_mask[start:start + micro_batch]
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.long().to(device),
+                                 generation_config=gen_config)
+            chunks.append(out[:, P:].cpu())
+            advance(len(ids))
     model.train(was_training)
     T = max(c.shape[1] for c in chunks)
     response_ids = torch.cat([torch.nn.functional.pad(c, (0, T - c.shape[1]), value=pad_id) for c in chunks])

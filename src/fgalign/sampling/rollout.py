@@ -15,6 +15,8 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
+from fgalign.errors import InputError
+
 
 @dataclass
 class SamplingConfig:
@@ -31,6 +33,17 @@ class SamplingConfig:
     """Nucleus sampling mass (1.0: off)."""
     batch_size: int = 64
     """Prompts per generate call."""
+
+    def check(self, prefix: str = "--sampling.") -> None:
+        """Values generate() would crash on (or loop forever with), refused with the option's name."""
+        for name, low in (("max_new_tokens", 1), ("batch_size", 1), ("top_k", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise InputError(f"expected an integer >= {low}, got {value!r}", field=prefix + name.replace("_", "-"))
+        if not isinstance(self.temperature, (int, float)) or not self.temperature > 0:
+            raise InputError(f"expected a number > 0, got {self.temperature!r}", field=f"{prefix}temperature")
+        if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
+            raise InputError(f"expected a number in (0, 1], got {self.top_p!r}", field=f"{prefix}top-p")
 
 
 @dataclass

@@ -6,6 +6,7 @@ rows [0, B) are the better responses (edited / chosen), rows [B, 2B) the worse (
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 from dataclasses import dataclass
@@ -14,15 +15,18 @@ from typing import Callable, Literal
 
 import torch
 
-from fgalign.data import ReadStats, read_records
-from fgalign.data.records import render_text
+from fgalign.data import PreferenceRecord, ReadStats, read_records
+from fgalign.data.outputs import check_output
+from fgalign.data.records import render_text, response_text
 from fgalign.errors import InputError
 from fgalign.labels.project import label_pair
 from fgalign.models.masks import gather_last, masked_mean
 from fgalign.models.reward import RewardModel, build_reward_model, head_module, head_values, pad_batch
 from fgalign.models.reward_losses import sequence_rm_loss, token_rm_loss
+from fgalign.rl.update import TrainingDiverged
 from fgalign.runinfo import atomic_path, save_run_config
-from fgalign.train.sharding import full_state_dict
+from fgalign.train.guard import FiniteGuard, diverged_message, prepare_checkpoints, progress_callback
+from fgalign.train.sharding import full_state_dict, is_main_process
 
 
 @dataclass
@@ -75,8 +79,8 @@ class RewardConfig:
     """LoRA rank."""
     lora_alpha: int = 32
     """LoRA alpha."""
-    save_steps: int = 0
-    """Write a Trainer checkpoint every this many steps into OUT.checkpoints (0: none)."""
+    save_steps: int = 200
+    """Write a Trainer checkpoint every this many steps into OUT.checkpoints (0: none), for --resume."""
     resume: bool = False
     """Resume from the last checkpoint in OUT.checkpoints (after a crash or kill)."""
     keep_checkpoints: bool = False
@@ -93,6 +97,8 @@ class RewardConfig:
     """Trainer loggers: none, tensorboard, ..."""
     seed: int = 0
     """Seed for the head, data order and everything else."""
+    overwrite: bool = False
+    """Replace an existing OUT written by `fgalign train-rm` (anything else is never replaced)."""
 
 
 def checkpoint_dir(out: str | Path) -> Path:
@@ -100,8 +106,8 @@ def checkpoint_dir(out: str | Path) -> Path:
     return out.with_name(out.name + ".checkpoints")
 
 
-def build_pairs(cfg: RewardConfig, rm: RewardModel) -> list[dict]:
-    """One feature dict per pair: prompt ids and (better, worse) response ids with token labels."""
+def read_training_records(cfg: RewardConfig) -> tuple[list[PreferenceRecord], ReadStats]:
+    """The usable records, read and checked before any model is loaded (a bad file fails in a second)."""
     use_edits = cfg.level == "token" or cfg.pairs == "edit"
     stats = ReadStats()
     records = read_records(cfg.data, require_edited=use_edits, stats=stats)
@@ -110,6 +116,24 @@ def build_pairs(cfg: RewardConfig, rm: RewardModel) -> list[dict]:
                          f"'edited', {stats.skipped_noop_edits} whose edit equals 'rejected' "
                          f"(the {cfg.level} RM on --pairs {cfg.pairs if cfg.level == 'sequence' else 'edit'} "
                          "needs real edits)", path=cfg.data, field="edited")
+    if not use_edits:  # chosen == rejected: a BT pair with no preference in it, the loss is a constant log 2
+        kept = [r for r in records if response_text(r.chosen) != response_text(r.rejected)]
+        same = len(records) - len(kept)
+        if not kept:
+            raise InputError(f"no usable pair: in all {same} records 'chosen' equals 'rejected'", path=cfg.data,
+                             field="chosen")
+        if same:
+            print(f"train-rm: warning: skipped {same} of {len(records)} records whose 'chosen' equals 'rejected' "
+                  f"({cfg.data})")
+        records = kept
+    return records, stats
+
+
+def build_pairs(cfg: RewardConfig, rm: RewardModel, records: list[PreferenceRecord] | None = None,
+                stats: ReadStats | None = None) -> list[dict]:
+    """One feature dict per pair: prompt ids and (better, worse) response ids with token labels."""
+    if records is None:
+        records, stats = read_training_records(cfg)
     max_length = cfg.max_length or getattr(rm.model.config, "max_position_embeddings", None) \
         or getattr(rm.model.config, "n_positions", 10**9)
     pairs, too_long = [], 0
@@ -132,6 +156,8 @@ def build_pairs(cfg: RewardConfig, rm: RewardModel) -> list[dict]:
                           length=len(prompt_ids) + max(len(better), len(worse))))
     if not pairs:
         raise InputError(f"every pair is longer than --max-length {max_length} tokens", path=cfg.data)
+    if too_long:
+        print(f"train-rm: warning: skipped {too_long} pairs longer than {max_length} tokens")
     print(f"train-rm: {len(pairs)} pairs from {stats.read} records (skipped: {stats.skipped_missing_edit} "
           f"without edit, {stats.skipped_noop_edits} no-op edits, {too_long} too long)")
     return pairs
@@ -191,8 +217,8 @@ def pair_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], level: str
 def make_trainer_class():
     from transformers import Trainer
 
-    class RewardTrainer(Trainer):
-        """The HF Trainer with our pair loss."""
+    class RewardTrainer(FiniteGuard, Trainer):
+        """The HF Trainer with our pair loss, stopped at the first NaN/inf loss or gradient norm."""
 
         def __init__(self, *args, level: str, loss: str, anchor: float, group_by_length: bool, **kwargs):
             super().__init__(*args, **kwargs)
@@ -230,7 +256,7 @@ def training_args(cfg: RewardConfig, output_dir: Path):
         # each process quietly trains alone.
         use_cpu=cfg.device == "cpu" or not torch.cuda.is_available(), logging_steps=cfg.logging_steps, report_to=cfg.report_to,
         save_strategy="steps" if cfg.save_steps > 0 else "no", save_steps=max(cfg.save_steps, 1),
-        remove_unused_columns=False, dataloader_num_workers=0,
+        save_total_limit=2, remove_unused_columns=False, dataloader_num_workers=0,
         disable_tqdm=True, ddp_find_unused_parameters=False)
 
 
@@ -249,28 +275,66 @@ def run(cfg: RewardConfig) -> Path:
 
     if cfg.anchor < 0:
         raise InputError(f"expected a weight >= 0, got {cfg.anchor}", field="--anchor")
+    check_config(cfg)
+    ckpt = checkpoint_dir(cfg.out)
+    if is_main_process():
+        check_output(cfg.out, "train-rm", cfg.overwrite, "dir")
+    # Under a multi-process launch the other ranks let the Trainer find the same newest checkpoint.
+    resume = (prepare_checkpoints(ckpt, "train-rm", cfg.resume, cfg.overwrite) if is_main_process()
+              else cfg.resume or None)
+    records, stats = read_training_records(cfg)  # before the model: a bad file fails fast and alone
     set_seed(cfg.seed)
     loss = cfg.loss if cfg.level == "token" else "bt"
-    rm = build_reward_model(cfg.model, cfg.level, loss, anchor=cfg.anchor if cfg.level == "token" else 0.0,
-                            pairs="edit" if cfg.level == "token" else cfg.pairs, label_mode=cfg.label_mode,
-                            backbone_kind=cfg.backbone_kind)
-    pairs = build_pairs(cfg, rm)
+    with quiet_new_head_report():
+        rm = build_reward_model(cfg.model, cfg.level, loss, anchor=cfg.anchor if cfg.level == "token" else 0.0,
+                                pairs="edit" if cfg.level == "token" else cfg.pairs, label_mode=cfg.label_mode,
+                                backbone_kind=cfg.backbone_kind)
+    pairs = build_pairs(cfg, rm, records, stats)
     if cfg.lora:
         apply_lora(rm, cfg)
-    ckpt = checkpoint_dir(cfg.out)
+    try:
+        return _train(cfg, rm, pairs, loss, ckpt, resume)
+    except TrainingDiverged as e:
+        raise SystemExit(diverged_message("train-rm", e, ckpt)) from None
+
+
+def check_config(cfg: RewardConfig) -> None:
+    """Numbers the Trainer would take and then crash on, or train nothing with."""
+    for name, value, low in (("--batch-size", cfg.batch_size, 1), ("--grad-accum", cfg.grad_accum, 1),
+                             ("--save-steps", cfg.save_steps, 0), ("--logging-steps", cfg.logging_steps, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise InputError(f"expected an integer >= {low}, got {value!r}", field=name)
+    for name, value in (("--epochs", cfg.epochs), ("--lr", cfg.lr)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+            raise InputError(f"expected a number > 0, got {value!r}", field=name)
+
+
+@contextlib.contextmanager
+def quiet_new_head_report():
+    """transformers reports the freshly initialised head (expected: it is the RM's new head) as a 9-line
+    "LOAD REPORT ... MISSING" table; a real problem still raises."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def _train(cfg: RewardConfig, rm: RewardModel, pairs: list[dict], loss: str, ckpt: Path,
+           resume: Path | bool | None) -> Path:
     trainer = make_trainer_class()(
         model=rm.model, args=training_args(cfg, ckpt), train_dataset=pairs,
         data_collator=PairCollator(rm.tokenizer.pad_token_id), level=cfg.level, loss=loss, anchor=cfg.anchor,
-        group_by_length=cfg.group_by_length)
-    has_checkpoint = ckpt.is_dir() and any(ckpt.glob("checkpoint-*"))
-    if cfg.resume and not has_checkpoint:
-        print(f"train-rm: --resume but no checkpoint in {ckpt}; starting from scratch")
-    result = trainer.train(resume_from_checkpoint=True if cfg.resume and has_checkpoint else None)
+        group_by_length=cfg.group_by_length, callbacks=[progress_callback("train-rm")])
+    result = trainer.train(resume_from_checkpoint=str(resume) if isinstance(resume, Path) else resume)
     if cfg.lora:
         rm.model = rm.model.merge_and_unload()
     state_dict = full_state_dict(trainer)  # sharded runs (FSDP, ZeRO-3): gathered, every rank takes part
     if trainer.is_world_process_zero():
-        with atomic_path(cfg.out) as tmp:
+        with atomic_path(cfg.out, replace=cfg.overwrite) as tmp:
             rm.save(tmp, state_dict=state_dict)
             save_run_config(tmp, cfg, "train-rm", extra={"train": result.metrics, "pairs": len(pairs)})
         if not cfg.keep_checkpoints:

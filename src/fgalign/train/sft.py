@@ -6,6 +6,8 @@ reference of PPO's KL penalty, and (by default) the backbone of the reward and v
 from __future__ import annotations
 
 import contextlib
+import math
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -14,10 +16,15 @@ from typing import Iterator
 
 import torch
 
+from fgalign.data.outputs import check_output
 from fgalign.data.tokenize import encode_pair
 from fgalign.errors import InputError
-from fgalign.models.policy import TinyModelConfig, build_tiny_causal_lm, load_causal_lm, load_tokenizer, resolve_device
+from fgalign.models.policy import (TinyModelConfig, build_tiny_causal_lm, check_tiny_config, load_causal_lm,
+                                   load_tokenizer, resolve_device)
+from fgalign.rl.update import TrainingDiverged
 from fgalign.runinfo import atomic_path, save_run_config, seed_everything
+from fgalign.train.guard import (EpochSeededSampler, FiniteGuard, diverged_message, prepare_checkpoints,
+                                 progress_callback)
 from fgalign.train.sharding import full_state_dict, is_main_process
 from fgalign.tasks import load_task
 
@@ -52,6 +59,32 @@ class SFTConfig:
     """Train in bf16 mixed precision (faster on recent CPUs and GPUs)."""
     trust_remote_code: bool = False
     """Allow custom code from the model directory (off unless you trust it)."""
+    save_steps: int = 200
+    """Write a Trainer checkpoint every this many steps into OUT.checkpoints (0: none), for --resume."""
+    resume: bool = False
+    """Continue from the last checkpoint in OUT.checkpoints (after a crash or kill)."""
+    keep_checkpoints: bool = False
+    """Keep OUT.checkpoints after success (default: removed)."""
+    overwrite: bool = False
+    """Replace an existing OUT written by `fgalign sft` (anything else is never replaced)."""
+
+
+def check_config(cfg: SFTConfig) -> None:
+    """Options that would crash, or silently do nothing, after the model is built: refused first."""
+    for name, value, low in (("--n-examples", cfg.n_examples, 1), ("--batch-size", cfg.batch_size, 1),
+                             ("--save-steps", cfg.save_steps, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise InputError(f"expected an integer >= {low}, got {value!r}", field=name)
+    for name, value in (("--epochs", cfg.epochs), ("--lr", cfg.lr)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+            raise InputError(f"expected a number > 0, got {value!r}", field=name)
+    if cfg.model is None:
+        check_tiny_config(cfg.tiny)
+
+
+def checkpoint_dir(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".checkpoints")
 
 
 class _Collator:
@@ -82,14 +115,42 @@ def tokenize_examples(tokenizer, examples: list[tuple[str, str]], max_len: int) 
 
 
 def run(cfg: SFTConfig) -> dict:
-    from transformers import Trainer, TrainingArguments
-
+    check_config(cfg)
+    out = Path(cfg.out)
+    ckpt = checkpoint_dir(out)
+    if is_main_process():
+        check_output(out, "sft", cfg.overwrite, "dir")
+    # Under a multi-process launch the other ranks let the Trainer find the same newest checkpoint.
+    resume = (prepare_checkpoints(ckpt, "sft", cfg.resume, cfg.overwrite) if is_main_process()
+              else cfg.resume or None)
     seed_everything(cfg.seed)
     task = load_task(cfg.task)
-    out = Path(cfg.out)
     started = time.time()
+    try:
+        summary = _train(cfg, task, out, ckpt, resume, started)
+    except TrainingDiverged as e:
+        raise SystemExit(diverged_message("sft", e, ckpt)) from None
+    if is_main_process():
+        if not cfg.keep_checkpoints:
+            shutil.rmtree(ckpt, ignore_errors=True)
+        print(f"sft: {summary['examples']} examples, {summary['params'] / 1e6:.2f}M params, "
+              f"loss {summary['train_loss']:.3f}, {summary['seconds']:.0f}s -> {out}")
+    return summary
+
+
+def _train(cfg: SFTConfig, task, out: Path, ckpt: Path, resume: Path | bool | None, started: float) -> dict:
+    from transformers import Trainer, TrainingArguments
+
+    class SFTTrainer(FiniteGuard, Trainer):
+        """The HF Trainer, stopped at the first NaN/inf loss or gradient norm; its order resumes exactly."""
+
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            # state.epoch is e exactly when epoch e starts (e + k/n inside it, restored on resume).
+            return EpochSeededSampler(len(dataset), cfg.seed, lambda: math.floor(self.state.epoch + 1e-9))
+
     # Launched as several processes (accelerate), rank 0 alone writes OUT; the others work in a scratch dir.
-    with (atomic_path(out) if is_main_process() else _scratch(out)) as tmp:
+    with (atomic_path(out, replace=cfg.overwrite) if is_main_process() else _scratch(out)) as tmp:
         tmp.mkdir()
         if cfg.model:
             tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
@@ -103,17 +164,21 @@ def run(cfg: SFTConfig) -> dict:
             tokenizer = load_tokenizer(task.tokenizer(tmp / "_tokenizer"))
             model = build_tiny_causal_lm(cfg.tiny, tokenizer)
             max_len = cfg.tiny.max_len
+        # The saved tokenizer states the model's real limit (not 1024), so later stages can check inputs.
+        tokenizer.model_max_length = min(tokenizer.model_max_length, max_len)
         rows = tokenize_examples(tokenizer, task.sft_examples(cfg.n_examples, cfg.seed), max_len)
         device = resolve_device(cfg.device)
         args = TrainingArguments(
-            output_dir=str(tmp / "_trainer"), per_device_train_batch_size=cfg.batch_size,
+            output_dir=str(ckpt), per_device_train_batch_size=cfg.batch_size,
             num_train_epochs=cfg.epochs, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
-            lr_scheduler_type="cosine", warmup_steps=0.03, logging_steps=50, save_strategy="no",
+            lr_scheduler_type="cosine", warmup_steps=0.03, logging_steps=50,
+            save_strategy="steps" if cfg.save_steps > 0 else "no", save_steps=max(cfg.save_steps, 1),
+            save_total_limit=2,
             report_to=[], seed=cfg.seed, data_seed=cfg.seed, bf16=cfg.bf16, use_cpu=device.type == "cpu",
-            dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=False)
-        trainer = Trainer(model=model, args=args, train_dataset=rows,
-                          data_collator=_Collator(tokenizer.pad_token_id))
-        result = trainer.train()
+            dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=rows,
+                             data_collator=_Collator(tokenizer.pad_token_id), callbacks=[progress_callback("sft")])
+        result = trainer.train(resume_from_checkpoint=str(resume) if isinstance(resume, Path) else resume)
         model = trainer.model
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -124,14 +189,8 @@ def run(cfg: SFTConfig) -> dict:
         if is_main_process():
             model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
             tokenizer.save_pretrained(tmp)
-            for scratch in ("_trainer", "_tokenizer"):
-                import shutil
-
-                shutil.rmtree(tmp / scratch, ignore_errors=True)
+            shutil.rmtree(tmp / "_tokenizer", ignore_errors=True)
             save_run_config(tmp, cfg, "sft", extra={"summary": summary})
-    if is_main_process():
-        print(f"sft: {summary['examples']} examples, {summary['params'] / 1e6:.2f}M params, "
-              f"loss {summary['train_loss']:.3f}, {summary['seconds']:.0f}s -> {out}")
     return summary
 
 
