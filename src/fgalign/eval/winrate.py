@@ -11,13 +11,19 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
+from fgalign.data.outputs import check_output
+from fgalign.data.tokenize import encode_prompt
 from fgalign.errors import InputError
 from fgalign.eval import judges
+from fgalign.eval.length_control import bootstrap_lc_interval, length_controlled_win_rate
 from fgalign.models.policy import load_causal_lm, load_tokenizer, resolve_device
 from fgalign.models.reward import load_reward_model
+from fgalign.rl.kl import kl_per_token
+from fgalign.rl.scoring import in_micro_batches, policy_logprobs
 from fgalign.runinfo import save_run_config, seed_everything, write_json
-from fgalign.sampling.hf import sample_responses
+from fgalign.sampling.hf import generate, progress, sample_responses
 from fgalign.sampling.rollout import SamplingConfig
 from fgalign.tasks import load_task
 
@@ -54,6 +60,8 @@ class EvalConfig:
     """Where to write the JSON result (default: POLICY/eval_<judge>_<split>.json)."""
     device: str = "auto"
     """"auto", "cpu" or "cuda"."""
+    overwrite: bool = False
+    """Replace an existing output written by `fgalign eval` (anything else is never replaced)."""
 
 
 def bootstrap_interval(x: Sequence[float], n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
@@ -70,9 +78,29 @@ def repetition(response: str) -> float:
     return 0.0 if not words else 1.0 - len(set(words)) / len(words)
 
 
+def token_lengths(responses: list[str], tokenizer: Any) -> list[int]:
+    return [len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in responses]
+
+
 def side_stats(responses: list[str], tokenizer: Any) -> dict:
-    lengths = [len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in responses]
-    return {"mean_length": float(np.mean(lengths)), "repetition": float(np.mean([repetition(r) for r in responses]))}
+    return {"mean_length": float(np.mean(token_lengths(responses, tokenizer))),
+            "repetition": float(np.mean([repetition(r) for r in responses]))}
+
+
+def kl_to_reference(model, reference_model, rollout, micro_batch: int = 64) -> dict[str, float]:
+    """KL(π ‖ π_ref) in nats per response on the evaluated policy's own samples: k1 (mean log-ratio sum, the
+    quantity the KL target is set in) and k3 (never negative). The KL of *this* policy on *these* prompts,
+    not the training batch's pre-update figure."""
+    device = next(model.parameters()).device
+    rollout = rollout.to(device)
+    modes = (model.training, reference_model.training)
+    model.eval(), reference_model.eval()
+    with torch.no_grad():
+        logprobs = in_micro_batches(lambda r: policy_logprobs(model, r)[0], rollout, micro_batch)
+        ref = in_micro_batches(lambda r: policy_logprobs(reference_model, r)[0], rollout, micro_batch)
+    model.train(modes[0]), reference_model.train(modes[1])
+    mask = rollout.response_mask
+    return {f"kl_{k}": float(kl_per_token(logprobs, ref, mask, k).sum(1).mean()) for k in ("k1", "k3")}
 
 
 class RMJudge:
@@ -106,10 +134,13 @@ class WinRateEvaluator:
     """Win rate vs fixed reference responses, callable on a model in memory (PPO calls it every K iterations)."""
 
     def __init__(self, task, judge, prompts: list[str], reference_responses: list[str], tokenizer: Any,
-                 sampling: SamplingConfig, seed: int):
+                 sampling: SamplingConfig, seed: int, reference_model=None, lc_boot: int = 300):
         self.task, self.judge, self.prompts = task, judge, prompts
         self.reference_responses, self.tokenizer = reference_responses, tokenizer
         self.sampling, self.seed = sampling, seed
+        self.reference_model = reference_model  # when given, each evaluation also measures the KL to it
+        self.lc_boot = lc_boot  # bootstrap refits for the length-controlled interval (0: point estimate only)
+        self.reference_lengths = token_lengths(reference_responses, tokenizer)
         self.reference_stats = side_stats(reference_responses, tokenizer)
         if callable(getattr(task, "diagnose", None)):
             self.reference_stats["mistakes"] = self._mistakes(reference_responses)
@@ -119,13 +150,29 @@ class WinRateEvaluator:
         return {k: float(np.mean([d.get(k, 0) for d in diags])) for k in sorted({k for d in diags for k in d})}
 
     def __call__(self, model, iteration: int | None = None) -> dict:
-        responses = sample_responses(model, self.tokenizer, self.prompts, self.sampling, seed=self.seed + 1)
-        return self.judge_responses(responses)
+        if self.reference_model is None:
+            responses = sample_responses(model, self.tokenizer, self.prompts, self.sampling, seed=self.seed + 1)
+            return self.judge_responses(responses)
+        # The same draw as sample_responses (same seed, same sampler), keeping the ids to measure the KL on.
+        torch.manual_seed(self.seed + 1)
+        tok = self.tokenizer
+        rollout = generate(model, [encode_prompt(tok, p) for p in self.prompts], tok.eos_token_id, tok.pad_token_id,
+                           self.sampling, micro_batch=self.sampling.batch_size)
+        ids = [r[:-1] if r and r[-1] == tok.eos_token_id else r for r in rollout.response_lists()]
+        result = self.judge_responses(tok.batch_decode(ids, skip_special_tokens=True))
+        result.update(kl_to_reference(model, self.reference_model, rollout, self.sampling.batch_size))
+        result["policy"]["truncation_rate"] = float(rollout.truncated.float().mean())
+        return result
 
     def judge_responses(self, responses: list[str]) -> dict:
         wins = self.judge.compare_many(self.prompts, responses, self.reference_responses)
         lo, hi = bootstrap_interval(wins, seed=self.seed)
+        lengths = token_lengths(responses, self.tokenizer)
+        lc = length_controlled_win_rate(wins, lengths, self.reference_lengths)
+        lc_ci = (list(bootstrap_lc_interval(wins, lengths, self.reference_lengths, self.lc_boot, self.seed))
+                 if self.lc_boot else None)
         result = {"win_rate": float(np.mean(wins)), "ci95": [lo, hi], "n": len(wins),
+                  "lc_win_rate": lc, "lc_ci95": lc_ci,
                   "policy": side_stats(responses, self.tokenizer), "reference": self.reference_stats}
         if callable(getattr(self.task, "score", None)):
             result["policy"]["oracle_score"] = float(np.mean([self.task.score(p, r) for p, r in zip(self.prompts, responses)]))
@@ -139,13 +186,18 @@ class WinRateEvaluator:
 
 
 def build_evaluator(task, judge, reference_model, tokenizer, split: str, n: int, seed: int,
-                    sampling: SamplingConfig) -> WinRateEvaluator:
+                    sampling: SamplingConfig, lc_boot: int = 300) -> WinRateEvaluator:
     prompts = task.prompts(split, n, seed)
     reference = sample_responses(reference_model, tokenizer, prompts, sampling, seed=seed)
-    return WinRateEvaluator(task, judge, prompts, reference, tokenizer, sampling, seed)
+    return WinRateEvaluator(task, judge, prompts, reference, tokenizer, sampling, seed, reference_model, lc_boot)
 
 
 def run(cfg: EvalConfig) -> dict:
+    if not isinstance(cfg.n, int) or isinstance(cfg.n, bool) or cfg.n < 1:
+        raise InputError(f"expected a number of prompts >= 1, got {cfg.n!r}", field="--n")
+    cfg.sampling.check()
+    out = Path(cfg.out) if cfg.out else Path(cfg.policy) / f"eval_{cfg.judge.split(':')[0]}_{cfg.split}.json"
+    check_output(out, "eval", cfg.overwrite, "file")
     seed_everything(cfg.seed)
     started = time.time()
     task = load_task(cfg.task)
@@ -154,16 +206,17 @@ def run(cfg: EvalConfig) -> dict:
     policy = load_causal_lm(cfg.policy, device=device)
     reference = load_causal_lm(cfg.reference, device=device)
     judge = make_judge(cfg.judge, task, cfg)
-    evaluator = build_evaluator(task, judge, reference, tokenizer, cfg.split, cfg.n, cfg.seed, cfg.sampling)
-    result = evaluator(policy)
+    with progress("eval"):  # a bar for the reference's and the policy's samples
+        evaluator = build_evaluator(task, judge, reference, tokenizer, cfg.split, cfg.n, cfg.seed, cfg.sampling)
+        result = evaluator(policy)
     result.update(judge=cfg.judge, split=cfg.split, seconds=time.time() - started)
-    judge_tag = cfg.judge.split(":")[0]
-    out = Path(cfg.out) if cfg.out else Path(cfg.policy) / f"eval_{judge_tag}_{cfg.split}.json"
     write_json(out, result)
     save_run_config(out, cfg, "eval")
     lo, hi = result["ci95"]
     p, r = result["policy"], result["reference"]
     print(f"eval: win rate {result['win_rate']:.3f} [{lo:.3f}, {hi:.3f}] over {result['n']} {cfg.split} prompts "
-          f"(judge {cfg.judge}); length {p['mean_length']:.1f} vs {r['mean_length']:.1f}; "
+          f"(judge {cfg.judge}); length-controlled {result['lc_win_rate']:.3f} [{result['lc_ci95'][0]:.3f}, "
+          f"{result['lc_ci95'][1]:.3f}]; KL to the reference {result['kl_k1']:.2f} nats; "
+          f"length {p['mean_length']:.1f} vs {r['mean_length']:.1f}; "
           f"repetition {p['repetition']:.3f} vs {r['repetition']:.3f} -> {out}")
     return result

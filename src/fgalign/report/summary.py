@@ -18,16 +18,19 @@ def _fmt(stat: dict | None, digits: int = 3) -> str:
 
 
 def results_table(results: dict) -> str:
-    """Markdown table: method, test win rate vs SFT (mean ± std over seeds), RM accuracies, KL, length."""
+    """Markdown table: method, test win rate vs SFT and its length-controlled form (mean ± std over seeds), RM
+    accuracy, the KL target and the KL measured on the evaluated policy, length, truncation."""
     rms = results.get("reward_models", {})
-    lines = ["| method | reward model | reward | win rate vs SFT (test) | RM pair acc. | KL (nats) | length | truncated |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | reward model | reward | win rate vs SFT (test) | LC win rate | RM pair acc. | KL target | "
+             "KL (nats) | length | truncated |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, agg in results["methods"].items():
         first = next(iter(agg["seeds"].values()))
         rm = rms.get(first["rm"], {})
         acc = rm.get("pair_accuracy")
+        target = first.get("kl_target")
         lines.append(f"| {name} | {first['rm']} | {first['reward']} | {_fmt(agg['win_rate'])} | "
-                     f"{'–' if acc is None else f'{acc:.3f}'} | {_fmt(agg['kl'], 2)} | {_fmt(agg['length'], 1)} | "
+                     f"{_fmt(agg.get('lc_win_rate'))} | {'–' if acc is None else f'{acc:.3f}'} | "
+                     f"{'–' if target is None else target} | {_fmt(agg['kl'], 2)} | {_fmt(agg['length'], 1)} | "
                      f"{_fmt(agg['truncation'], 2)} |")
     return "\n".join(lines)
 
@@ -92,7 +95,75 @@ def plot_all(results: dict, run_dir: Path) -> list[str]:
         ax.set(xlabel="PPO iteration", title=label)
     axes[0].legend(fontsize=7)
     files.append(_save(fig, run_dir / "plots" / "training_curves.png"))
+    files += plot_diagnostics(results, run_dir)
+    if results.get("frontier"):
+        files.append(plot_frontier(results["frontier"], run_dir))
     return files
+
+
+# What each validation evaluation logs beside the win rate (issue 10: is it RM exploitation, the length term,
+# the optimiser, or something else?). Keys of a `valid_curve` entry.
+DIAGNOSTICS = [("win_rate", "win rate vs SFT (valid)"), ("lc_win_rate", "length-controlled win rate"),
+               ("kl", "KL of the evaluated policy (nats)"), ("rm_score", "RM score of training rollouts"),
+               ("oracle_score", "oracle score (valid)"), ("length", "length (tokens)"),
+               ("truncation", "truncated share"), ("mistakes", "mistakes per response")]
+
+
+def plot_diagnostics(results: dict, run_dir: Path) -> list[str]:
+    """One figure per method: every diagnostic against the iteration, one line per seed, the KL target dashed."""
+    import matplotlib.pyplot as plt
+
+    files = []
+    for name, agg in results["methods"].items():
+        fig, axes = plt.subplots(2, 4, figsize=(15, 6))
+        for ax, (key, label) in zip(axes.flat, DIAGNOSTICS):
+            for seed, s in agg["seeds"].items():
+                its = [c["iteration"] for c in s["valid_curve"]]
+                if key == "mistakes":
+                    vals = [sum((c.get("mistakes") or {}).values()) if c.get("mistakes") else np.nan
+                            for c in s["valid_curve"]]
+                else:
+                    vals = [np.nan if c.get(key) is None else c[key] for c in s["valid_curve"]]
+                ax.plot(its, vals, marker=".", label=f"seed {seed}")
+            if key == "kl" and next(iter(agg["seeds"].values())).get("kl_target"):
+                ax.axhline(next(iter(agg["seeds"].values()))["kl_target"], color="grey", ls="--", lw=0.8)
+            ax.set(xlabel="PPO iteration", title=label)
+        axes.flat[0].legend(fontsize=7)
+        fig.suptitle(f"{name}: what moves as the win rate moves")
+        files.append(_save(fig, run_dir / "plots" / f"diagnostics_{name}.png"))
+    return files
+
+
+def plot_frontier(frontier: dict, run_dir: Path) -> str:
+    """Test win rate vs the measured KL, one line per method across KL targets (mean ± sd over seeds)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name, points in frontier.items():
+        points = sorted(points, key=lambda p: p["kl"]["mean"])
+        ax.errorbar([p["kl"]["mean"] for p in points], [p["win_rate"]["mean"] for p in points],
+                    yerr=[p["win_rate"]["std"] for p in points], marker="o", capsize=3, label=name)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="KL to SFT of the evaluated policy (nats per response, test prompts)",
+           ylabel="win rate vs SFT (test)", title="Win rate–KL frontier")
+    ax.legend(fontsize=8)
+    return _save(fig, run_dir / "plots" / "frontier.png")
+
+
+def frontier_table(frontier: dict) -> str:
+    """Per KL target: each method's test win rate and measured KL (mean ± sd over seeds)."""
+    targets = sorted({p["kl_target"] for points in frontier.values() for p in points})
+    lines = ["| method | " + " | ".join(f"target {t:g}: win rate (LC) · KL" for t in targets) + " |",
+             "|---" * (len(targets) + 1) + "|"]
+    for name, points in frontier.items():
+        by_target = {p["kl_target"]: p for p in points}
+        cells = []
+        for t in targets:
+            p = by_target.get(t)
+            cells.append("–" if p is None else
+                         f"{_fmt(p['win_rate'])} ({_fmt(p.get('lc_win_rate'))}) · {_fmt(p['kl'], 2)}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _save(fig, path: Path) -> str:
@@ -170,6 +241,9 @@ def write_report(run_dir: Path, results: dict, cfgs: dict | None = None) -> Path
         results_table(results),
         "## Reward models (held-out edit pairs)", rm_table(results),
     ]
+    if results.get("frontier"):
+        parts += ["## Win rate–KL frontier (test prompts; every method at every KL target)",
+                  frontier_table(results["frontier"])]
     if mistakes:
         parts += ["## Mistakes left per response (test prompts, task diagnosis)", mistakes]
     parts += ["## Curves"] + [f"![{Path(p).stem}](plots/{Path(p).name})" for p in plots]

@@ -14,7 +14,8 @@ from torch import Tensor
 
 from fgalign.rl.kl import kl_per_token
 from fgalign.rl.ppo import explained_variance, gae, masked_mean, policy_loss, value_loss
-from fgalign.rl.rewards import RewardMode, RewardScale, compose_rewards, masked_whiten, rm_rewards, truncation_penalty
+from fgalign.rl.rewards import (RewardMode, RewardScale, TokenCenter, compose_rewards, masked_whiten, rm_rewards,
+                                truncation_penalty)
 from fgalign.rl.scoring import in_micro_batches, policy_logprobs, values_of
 from fgalign.sampling.rollout import Rollout
 
@@ -44,6 +45,9 @@ class RewardSettings:
     response's total reward, no centring: DESIGN §6 found it keeps the length term out)."""
     alpha: float = 1.0
     """Weight of the token rewards in `token+sequence`."""
+    token_center: TokenCenter = "median"
+    """Subtract the batch median of the token RM's r_t (token, token+sequence): correct tokens then earn ~0 and
+    the response's total carries no length term (issue 10's diagnosis); "none" keeps r_t as the RM gives it."""
     reward_clip: float | None = None
     """Clip the RM's rewards to ±this (after scaling); None: off."""
     missing_eos_penalty: float | None = None
@@ -108,7 +112,7 @@ def make_experience(rollout: Rollout, rm_out, policy, ref_model, value_model, be
 
     sequence_score = rm_out.sequence_score.float().to(mask.device)
     rm = rm_rewards(rs.reward, fit(rm_out.token_rewards), fit(rm_out.prefix_scores), sequence_score, mask, last,
-                    scale=rs.reward_scale, alpha=rs.alpha)
+                    scale=rs.reward_scale, alpha=rs.alpha, center=rs.token_center)
     if rs.missing_eos_penalty:
         rm = truncation_penalty(rm, rollout.truncated, last, rs.missing_eos_penalty)
     kl = kl_per_token(logprobs, ref_logprobs, mask, rs.kl_estimator)
