@@ -66,8 +66,9 @@ class PPOConfig(UpdateSettings, RewardSettings, PPOPaths):
     """Top-k sampling (0: off)."""
     top_p: float = 1.0
     """Nucleus sampling (1.0: off)."""
-    lr: float = 3e-5
-    """Policy learning rate (AdamW)."""
+    lr: float = 1e-4
+    """Policy learning rate (AdamW). 1e-4: at 3e-5 the tiny built-in policies could not reach a 1-nat KL target
+    in 40 iterations (KL ≤ 0.7, so the controller had nothing to hold); at 1e-4 they reach it in ~5."""
     value_lr: float = 1e-4
     """Value model learning rate (AdamW)."""
     weight_decay: float = 0.0
