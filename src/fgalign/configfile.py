@@ -120,7 +120,7 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def config_diff(old: dict, new: dict) -> list[str]:
-    """The keys whose values differ, as "key: old -> new" (nested keys dotted), sorted."""
+    """The keys whose values differ, as "key: old -> new" (nested keys dotted), sorted. Keys on one side only
+    are options that a newer or older fgalign added or removed, not a change of config: not compared."""
     a, b = flatten(old), flatten(new)
-    return [f"{k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}" for k in sorted(set(a) | set(b))
-            if a.get(k, "(unset)") != b.get(k, "(unset)")]
+    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in sorted(set(a) & set(b)) if a[k] != b[k]]
