@@ -243,3 +243,16 @@ def test_ctrl_c_in_ppo_says_how_to_resume(tiny_policy_dir, tmp_path, monkeypatch
     assert main(["ppo", "--policy", str(tiny_policy_dir), "--rm", "rm", "--out", str(out)]) == 130
     err = capsys.readouterr().err
     assert f"continue from {out}/checkpoints/iter_000010 by rerunning the same command with --resume" in err
+
+
+def test_long_stages_show_a_progress_bar_with_eta(tiny_policy_dir, rms, tmp_path):
+    env = {**os.environ, "FORCE_COLOR": "1", "COLUMNS": "120", "OMP_NUM_THREADS": "1"}  # as in a terminal
+    data = tmp_path / "edits.jsonl"
+    write_jsonl(data, make_edit_records(4))
+    for argv, title in ((["sample", "--policy", str(tiny_policy_dir), "--n", "8", "--out", str(tmp_path / "p.jsonl"),
+                          "--sampling.batch-size", "4"], "sample"),
+                        (["eval-rm", "--rm", str(rms / "token"), "--data", str(data), "--out", str(tmp_path / "m.json")],
+                         "eval-rm")):
+        done = subprocess.run([sys.executable, "-m", "fgalign.cli", *argv], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert title in done.stderr and "eta" in done.stderr, done.stderr[-500:]
