@@ -133,7 +133,7 @@ def test_package_is_offline_by_default(tmp_path):
     done = subprocess.run([sys.executable, "-m", "fgalign.cli", "sft", "--model", "gpt2", "--out",
                            str(tmp_path / "sft")], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 2 and "gpt2: no such local directory" in done.stderr
-    assert time.time() - started < 30  # no connection attempts (they took 75 s)
+    assert time.time() - started < 60  # no connection attempts (19 of them took 75 s); the rest is imports
 
 
 def _unwritable() -> Path:
