@@ -16,7 +16,7 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
-from fgalign.configfile import from_dict, read_yaml
+from fgalign.configfile import config_diff, from_dict, read_yaml
 from fgalign.data import ReadStats, read_records, write_records
 from fgalign.editors.stage import EditConfig, run as edit
 from fgalign.errors import InputError
@@ -28,13 +28,17 @@ from fgalign.models.policy import load_causal_lm, load_tokenizer
 from fgalign.models.reward import load_reward_model
 from fgalign.pairs.stage import SampleConfig, run as sample
 from fgalign.report.summary import results_table, write_report
+from fgalign.pairs.stage import check_config as check_sample
+from fgalign.rl.checkpoint import latest_checkpoint
+from fgalign.rl.metrics_log import LOG_FILE
 from fgalign.rl.trainer import PPOConfig, train_ppo
-from fgalign.runinfo import library_versions, write_json
+from fgalign.runinfo import library_versions, to_jsonable, write_json
 from fgalign.sampling.rollout import SamplingConfig
 from fgalign.sampling.vllm import vllm_problem
 from fgalign.tasks import load_task
-from fgalign.train.reward import RewardConfig, run as train_rm
-from fgalign.train.sft import SFTConfig, run as sft
+from fgalign.train.guard import last_checkpoint
+from fgalign.train.reward import RewardConfig, check_config as check_rm, run as train_rm
+from fgalign.train.sft import SFTConfig, check_config as check_sft, run as sft
 
 # The methods of the comparison: which reward model, which reward mode. The config may add or override.
 DEFAULT_METHODS = {
@@ -44,6 +48,9 @@ DEFAULT_METHODS = {
     "ppo-token-shaped": {"rm": "rm-token", "reward": "token-shaped"},
     "ppo-token-eos": {"rm": "rm-token", "reward": "sequence"},  # control: token RM's score at EOS only
 }
+STAGES_FILE = "pipeline_stages.json"  # each stage's resolved config, compared on a rerun
+# Not what an output is, but how a stage was started: ignored when comparing a stored config with a new one.
+NOT_COMPARED = {"resume", "overwrite", "keep_eval_checkpoints", "device", "threads"}
 # The reward models: RewardConfig options of each.
 DEFAULT_RMS = {
     "rm-token": {"level": "token"},
@@ -65,7 +72,8 @@ class PipelineConfig:
     methods: list[str] | None = None
     """Run only these methods (default: all in the config)."""
     force: bool = False
-    """Redo stages whose outputs exist."""
+    """Redo every stage, even those whose outputs exist (a rerun otherwise skips them, and refuses a stage whose
+    stored config differs from the new one; PPO resumes from its last checkpoint)."""
     rollout: Literal["hf", "vllm"] | None = None
     """PPO's sampler for every method (overrides the config's `ppo.rollout`): "hf" or "vllm" (CUDA GPU)."""
     edits: str | None = None
@@ -126,14 +134,32 @@ def build_configs(raw: dict, run: Path, path: str) -> dict[str, Any]:
     return cfgs
 
 
-def run_ppo_method(name: str, spec: dict, seed: int, cfgs: dict, run: Path, evaluators: dict) -> dict:
-    """One PPO run with validation evals along the way; then the best validation checkpoint on test."""
-    out = run / "ppo" / name / f"seed{seed}"
+def ppo_config(name: str, spec: dict, seed: int, cfgs: dict, run: Path, subdir: str = "",
+               path: str | None = None) -> PPOConfig:
+    out = run / "ppo" / name / subdir / f"seed{seed}"
     options = {**cfgs["ppo"], **{k: v for k, v in spec.items() if k not in ("rm",)}}
-    ppo_cfg = from_dict(PPOConfig, options, f"methods.{name}", None, policy=str(run / "sft"),
-                        rm=str(run / spec["rm"]), out=str(out), task=cfgs["task"], seed=seed,
-                        keep_eval_checkpoints=True)
-    result = train_ppo(ppo_cfg, eval_fn=evaluators["valid"])
+    return from_dict(PPOConfig, options, f"methods.{name}", path, policy=str(run / "sft"),
+                     rm=str(run / spec["rm"]), out=str(out), task=cfgs["task"], seed=seed,
+                     keep_eval_checkpoints=True)
+
+
+def run_ppo_method(name: str, spec: dict, seed: int, cfgs: dict, run: Path, evaluators: dict,
+                   subdir: str = "", force: bool = False) -> dict:
+    """One PPO run with validation evals along the way; then the best validation checkpoint on test.
+
+    A run killed part-way resumes from its last checkpoint (its config was compared before anything ran)."""
+    ppo_cfg = ppo_config(name, spec, seed, cfgs, run, subdir)
+    out = Path(ppo_cfg.out)
+    found = None if force else latest_checkpoint(out)
+    if found is not None:
+        print(f"[pipeline] ppo {name} seed {seed}: resuming from {found}")
+    ppo_cfg = dataclasses.replace(ppo_cfg, resume=found is not None, overwrite=found is None)
+    train_ppo(ppo_cfg, eval_fn=evaluators["valid"])
+    # The whole run from its log: a resumed process holds only the iterations after its checkpoint.
+    records = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines() if line.strip()]
+    result = {"history": records, "final": records[-1] if records else {},
+              "evals": [{"iteration": r["iteration"], **{k: v for k, v in r.items() if k.startswith("eval_")}}
+                        for r in records if "eval_win_rate" in r]}
     evals = result["evals"]
     best = max(evals, key=lambda e: (e["eval_win_rate"], -e["iteration"]))
     best_dir = out / "eval_checkpoints" / f"iter_{best['iteration']:06d}"
@@ -181,13 +207,16 @@ def run(cfg: PipelineConfig) -> dict:
     methods = {m: s for m, s in cfgs["methods"].items() if cfg.methods is None or m in cfg.methods}
     if cfg.methods and (unknown := set(cfg.methods) - set(cfgs["methods"])):
         raise InputError(f"unknown method(s) {sorted(unknown)}; expected {sorted(cfgs['methods'])}", field="--methods")
+    stage_configs = planned_stages(cfgs, run_dir, cfg.config, methods, seeds, raw.get("kl_targets") or [],
+                                   bool(cfg.edits))
+    check_stored_configs(run_dir, stage_configs, cfg.force)
     (run_dir / "pipeline_config.yaml").write_text(Path(cfg.config).read_text())
     stage = Stages(run_dir, cfg.force)
     started = time.time()
 
     if cfg.edits:
         read_records(cfg.edits)  # a bad file stops here, naming file and line, not after SFT
-    stage("sft", run_dir / "sft", lambda: sft(cfgs["sft"]))
+    stage("sft", run_dir / "sft", lambda: sft(resumable(cfgs["sft"], cfg.force)))
     if cfg.edits:  # given edits (e.g. human ones): no sampling, no editor
         stage("edits from --edits", run_dir / "edits.jsonl", lambda: use_edits(cfg.edits, run_dir / "edits.jsonl"))
         check_same_edits(cfg.edits, run_dir / "edits.jsonl")
@@ -206,7 +235,7 @@ def run(cfg: PipelineConfig) -> dict:
         rm_cfg = from_dict(RewardConfig, {**cfgs["rm_common"], **cfgs["rms"][rm_name]}, f"rms.{rm_name}",
                            cfg.config, data=str(run_dir / "edits.jsonl"), out=str(run_dir / rm_name),
                            model=str(run_dir / "sft"))
-        stage(f"train-rm {rm_name}", run_dir / rm_name, lambda c=rm_cfg: train_rm(c))
+        stage(f"train-rm {rm_name}", run_dir / rm_name, lambda c=rm_cfg: train_rm(resumable(c, cfg.force)))
         metrics_path = run_dir / rm_name / "eval_heldout.json"
         if not metrics_path.exists() or cfg.force:
             write_json(metrics_path, evaluate_rm(load_reward_model(run_dir / rm_name), heldout))
@@ -225,7 +254,7 @@ def run(cfg: PipelineConfig) -> dict:
             t0 = time.time()
             print(f"[pipeline] ppo {name} seed {seed} ...")
             try:
-                per_seed[seed] = run_ppo_method(name, spec, seed, cfgs, run_dir, evaluators)
+                per_seed[seed] = run_ppo_method(name, spec, seed, cfgs, run_dir, evaluators, force=cfg.force)
             except InputError:
                 raise
             except Exception as e:
@@ -241,6 +270,87 @@ def run(cfg: PipelineConfig) -> dict:
     print("\n" + results_table(results) + "\n")
     print(f"[pipeline] done in {results['total_seconds']:.0f}s: {run_dir / 'results.json'}, {report}")
     return results
+
+
+def resumable(cfg: Any, force: bool) -> Any:
+    """sft or train-rm killed part-way continues from its Trainer checkpoint (its config was compared first);
+    --force starts afresh."""
+    found = last_checkpoint(Path(cfg.out).with_name(Path(cfg.out).name + ".checkpoints"))
+    return dataclasses.replace(cfg, resume=found is not None and not force, overwrite=force)
+
+
+def _checked(section: str, path: str, check: Callable[[], Any]) -> Any:
+    """A stage's own check, its error re-addressed to the config file and key (`--n` -> `sample.n`)."""
+    try:
+        return check()
+    except InputError as e:
+        if e.path is not None:
+            raise
+        key = (e.field or "").lstrip("-").replace("-", "_")
+        raise InputError(e.reason, path=path, field=f"{section}.{key}" if key else section) from None
+
+
+def planned_stages(cfgs: dict, run: Path, path: str, methods: dict, seeds: list[int], kl_targets: list,
+                   given_edits: bool) -> dict[str, tuple[Path, dict]]:
+    """Every stage this run will do: label -> (output, resolved config). Building them checks every option
+    (types, ranges, unknown keys) before the first stage starts."""
+    _checked("sft", path, lambda: check_sft(cfgs["sft"]))
+    for section in ("sample", "heldout"):
+        _checked(section, path, lambda s=section: check_sample(cfgs[s]))
+    for key in ("n_valid", "n_test"):
+        if not isinstance(cfgs["eval"].get(key), int) or cfgs["eval"][key] < 1:
+            raise InputError(f"expected an integer >= 1, got {cfgs['eval'].get(key)!r}", path=path, field=f"eval.{key}")
+    plan = {"sft": (run / "sft", cfgs["sft"])}
+    if not given_edits:
+        plan.update({"sample": (run / "pairs.jsonl", cfgs["sample"]), "edit": (run / "edits.jsonl", cfgs["edit"])})
+    plan.update({"sample held-out": (run / "heldout_pairs.jsonl", cfgs["heldout"]),
+                 "edit held-out": (run / "heldout_edits.jsonl", cfgs["edit_heldout"])})
+    for rm_name in sorted({spec["rm"] for spec in methods.values()}):
+        if rm_name not in cfgs["rms"]:
+            raise InputError(f"method uses unknown reward model '{rm_name}'; define it under `rms`", path=path,
+                             field="methods")
+        rm_cfg = from_dict(RewardConfig, {**cfgs["rm_common"], **cfgs["rms"][rm_name]}, f"rms.{rm_name}", path,
+                           data=str(run / "edits.jsonl"), out=str(run / rm_name), model=str(run / "sft"))
+        plan[f"train-rm {rm_name}"] = (run / rm_name, _checked(f"rms.{rm_name}", path, lambda c=rm_cfg: check_rm(c) or c))
+    main_target = cfgs["ppo"].get("kl_target", 1.0)
+    for name, spec in methods.items():
+        variants = [("", spec)] + [(f"kl{t:g}", {**spec, "kl_target": t}) for t in kl_targets
+                                   if not (t == main_target and "kl_target" not in spec)]
+        for subdir, variant in variants:
+            for seed in seeds:
+                ppo_cfg = ppo_config(name, variant, seed, cfgs, run, subdir, path)
+                label = f"ppo {name}{f' {subdir}' if subdir else ''} seed {seed}"
+                plan[label] = (Path(ppo_cfg.out), {"ppo": ppo_cfg, "eval": cfgs["eval"]})
+    return plan
+
+
+def comparable(config: Any, run: Path) -> dict:
+    """A stage config as stored: plain JSON, paths inside the run relative to it, start-up flags left out."""
+    def rel(value):
+        if isinstance(value, dict):
+            return {k: rel(v) for k, v in value.items() if k not in NOT_COMPARED}
+        if isinstance(value, list):
+            return [rel(v) for v in value]
+        if isinstance(value, str) and value.startswith(str(run) + "/"):
+            return "RUN/" + value[len(str(run)) + 1:]
+        return value
+    return rel(to_jsonable(config))
+
+
+def check_stored_configs(run: Path, plan: dict[str, tuple[Path, dict]], force: bool) -> None:
+    """A rerun must not mix outputs of two configs: a stage whose output exists and whose stored config
+    differs is refused (all of them named, with the keys), unless --force redoes everything. Then the
+    configs of this run are stored."""
+    stored_path = run / STAGES_FILE
+    stored = json.loads(stored_path.read_text()) if stored_path.exists() else {}
+    new = {label: comparable(config, run) for label, (_, config) in plan.items()}
+    if not force:
+        changed = [f"{label} ({'; '.join(diff)})" for label, (output, _) in plan.items()
+                   if output.exists() and label in stored and (diff := config_diff(stored[label], new[label]))]
+        if changed:
+            raise InputError(f"{run} holds outputs made with another config: {' | '.join(changed)}; rerun with "
+                             "--force to redo every stage, or choose another --out", field="--config")
+    write_json(stored_path, {**stored, **new})
 
 
 def use_edits(src: str, dest: Path) -> None:
