@@ -44,7 +44,8 @@ def median_centered(token_rewards: Tensor, response_mask: Tensor) -> Tensor:
     tokens are correct, so the median is the correct-token level: after centring a correct token earns ~0,
     a mistake keeps its full penalty, and neither shortening nor padding pays.
     """
-    median = token_rewards[response_mask].median() if response_mask.any() else token_rewards.new_zeros(())
+    # nanmedian: a non-finite reward stays where it is (the trainer names it) instead of spreading to every token.
+    median = token_rewards[response_mask].nanmedian() if response_mask.any() else token_rewards.new_zeros(())
     return torch.where(response_mask, token_rewards - median, 0.0)
 
 
