@@ -28,9 +28,19 @@ def test_micro_pipeline_end_to_end(tmp_path, capsys):
         assert [c["iteration"] for c in seed0["valid_curve"]] == [1, 2]
         assert (run / "ppo" / name / "seed0" / "config.json").exists()  # the final policy loads with transformers
     assert results["reward_models"]["rm-token"]["level"] == "token"
+    seed0 = results["methods"]["ppo-token"]["seeds"]["0"]
+    assert seed0["kl_target"] == 1.0 and seed0["final_kl"] == seed0["test"]["kl_k1"]  # KL of the evaluated policy
+    assert 0.0 <= seed0["lc_win_rate"] <= 1.0 and seed0["lc_ci95"][0] <= seed0["lc_ci95"][1]
+    curve = seed0["valid_curve"][0]
+    assert {"oracle_score", "length", "truncation", "mistakes", "rm_score", "kl", "lc_win_rate"} <= set(curve)
+    frontier = results["frontier"]["ppo-token"]
+    assert [p["kl_target"] for p in frontier] == [1.0, 2.0]
+    assert frontier[0]["win_rate"] == results["methods"]["ppo-token"]["win_rate"]  # the main run is reused
+    assert (run / "ppo" / "ppo-token" / "kl2" / "seed0" / "summary.json").exists()
     report = (run / "report.md").read_text()
     assert "| ppo-token |" in report and "winrate_vs_iteration.png" in report
-    for png in ("winrate_vs_iteration", "winrate_vs_kl", "training_curves"):
+    assert "Win rate–KL frontier" in report and "LC win rate" in report
+    for png in ("winrate_vs_iteration", "winrate_vs_kl", "training_curves", "frontier", "diagnostics_ppo-token"):
         assert (run / "plots" / f"{png}.png").stat().st_size > 1000
 
     # A rerun skips every stage whose output exists.

@@ -110,7 +110,7 @@ class Stages:
 def build_configs(raw: dict, run: Path, path: str) -> dict[str, Any]:
     """Stage configs from the YAML dict, each checked for unknown keys."""
     task = raw.get("task", "default")
-    known = {"task", "seeds", "sft", "sample", "heldout", "edit", "rm", "rms", "ppo", "eval", "methods"}
+    known = {"task", "seeds", "sft", "sample", "heldout", "edit", "rm", "rms", "ppo", "eval", "methods", "kl_targets"}
     for key in raw:
         if key not in known:
             raise InputError(f"unknown section '{key}'; expected one of {sorted(known)}", path=path, field=key)
@@ -164,18 +164,29 @@ def run_ppo_method(name: str, spec: dict, seed: int, cfgs: dict, run: Path, eval
     best = max(evals, key=lambda e: (e["eval_win_rate"], -e["iteration"]))
     best_dir = out / "eval_checkpoints" / f"iter_{best['iteration']:06d}"
     test = evaluators["test"](load_causal_lm(best_dir).eval(), best["iteration"])
-    last = result["final"]
+    train = {h["iteration"]: h for h in result["history"]}
     summary = {
-        "method": name, "seed": seed, "rm": spec["rm"], "reward": ppo_cfg.reward,
+        "method": name, "seed": seed, "rm": spec["rm"], "reward": ppo_cfg.reward, "kl_target": ppo_cfg.kl_target,
         "selected_iteration": best["iteration"], "test": test,
         "win_rate": test["win_rate"], "ci95": test["ci95"],
+        "lc_win_rate": test.get("lc_win_rate"), "lc_ci95": test.get("lc_ci95"),
+        # Every evaluation: the judge's verdict beside what could explain it (RM reward of the training batch,
+        # the oracle's score, length, truncation, mistakes by kind, and the KL of the evaluated policy).
         "valid_curve": [{"iteration": e["iteration"], "win_rate": e["eval_win_rate"],
-                         "kl": next((h.get("kl_k1") for h in result["history"] if h["iteration"] == e["iteration"]), None)}
+                         "lc_win_rate": e.get("eval_lc_win_rate"), "kl": e.get("eval_kl_k1"),
+                         "oracle_score": e["eval_policy"].get("oracle_score"),
+                         "length": e["eval_policy"].get("mean_length"),
+                         "truncation": e["eval_policy"].get("truncation_rate"),
+                         "mistakes": e["eval_policy"].get("mistakes"),
+                         "rm_score": train.get(e["iteration"], {}).get("rm_score"),
+                         "train_kl": train.get(e["iteration"], {}).get("kl_k1")}
                         for e in evals],
         "history": [{k: h.get(k) for k in ("iteration", "rm_score", "kl_k1", "kl_k3", "beta", "response_length",
-                                            "truncation_rate", "task_score")} for h in result["history"]],
-        "final_kl": last.get("kl_k1"), "final_length": last.get("response_length"),
-        "final_truncation": last.get("truncation_rate"),
+                                            "truncation_rate", "task_score", "explained_variance")}
+                    for h in result["history"]],
+        # The KL, length and truncation of the policy that was evaluated, on the test prompts.
+        "final_kl": test.get("kl_k1"), "final_length": test["policy"]["mean_length"],
+        "final_truncation": test["policy"].get("truncation_rate"),
     }
     write_json(out / "summary.json", summary)
     shutil.rmtree(out / "eval_checkpoints", ignore_errors=True)  # keep the selected one only
@@ -190,7 +201,9 @@ def make_evaluators(cfgs: dict, run: Path) -> dict:
     ev = cfgs["eval"]
     judge = make_judge(ev["judge"], task)
     sampling = SamplingConfig(max_new_tokens=cfgs["ppo"].get("max_new_tokens", 24))
-    return {split: build_evaluator(task, judge, sft, tokenizer, split, ev[f"n_{split}"], 1000 + i, sampling)
+    # Validation runs every few iterations and only selects: no bootstrap of its length-controlled rate.
+    return {split: build_evaluator(task, judge, sft, tokenizer, split, ev[f"n_{split}"], 1000 + i, sampling,
+                                   lc_boot=0 if split == "valid" else 300)
             for i, split in enumerate(("valid", "test"))}
 
 
@@ -243,25 +256,42 @@ def run(cfg: PipelineConfig) -> dict:
 
     evaluators = make_evaluators(cfgs, run_dir)
     results: dict[str, Any] = {"methods": {}, "reward_models": rm_metrics, "seeds": seeds}
-    for name, spec in methods.items():
+
+    def seeds_of(name: str, spec: dict, subdir: str = "") -> dict:
         per_seed = {}
         for seed in seeds:
-            summary_path = run_dir / "ppo" / name / f"seed{seed}" / "summary.json"
+            label = f"ppo {name}{f' {subdir}' if subdir else ''} seed {seed}"
+            summary_path = run_dir / "ppo" / name / subdir / f"seed{seed}" / "summary.json"
             if summary_path.exists() and not cfg.force:
-                print(f"[pipeline] ppo {name} seed {seed}: exists, skipped")
+                print(f"[pipeline] {label}: exists, skipped")
                 per_seed[seed] = json.loads(summary_path.read_text())
                 continue
             t0 = time.time()
-            print(f"[pipeline] ppo {name} seed {seed} ...")
+            print(f"[pipeline] {label} ...")
             try:
-                per_seed[seed] = run_ppo_method(name, spec, seed, cfgs, run_dir, evaluators, force=cfg.force)
+                per_seed[seed] = run_ppo_method(name, spec, seed, cfgs, run_dir, evaluators, subdir, cfg.force)
             except InputError:
                 raise
             except Exception as e:
-                raise RuntimeError(f"pipeline stage 'ppo {name} seed {seed}' failed ({type(e).__name__}: {e}); "
+                raise RuntimeError(f"pipeline stage '{label}' failed ({type(e).__name__}: {e}); "
                                    f"earlier outputs are intact, rerun to continue") from e
-            stage.times[f"ppo {name} seed {seed}"] = round(time.time() - t0, 1)
-        results["methods"][name] = aggregate(per_seed)
+            stage.times[label] = round(time.time() - t0, 1)
+        return aggregate(per_seed)
+
+    for name, spec in methods.items():
+        results["methods"][name] = seeds_of(name, spec)
+    # The frontier: every method again at each KL target (the main comparison's own target is reused).
+    main_target = cfgs["ppo"].get("kl_target", 1.0)
+    if raw.get("kl_targets"):
+        results["frontier"] = {}
+        for name, spec in methods.items():
+            points = []
+            for target in raw["kl_targets"]:
+                agg = (results["methods"][name] if target == main_target and "kl_target" not in spec
+                       else seeds_of(name, {**spec, "kl_target": target}, f"kl{target:g}"))
+                points.append({"kl_target": target, "win_rate": agg["win_rate"], "lc_win_rate": agg["lc_win_rate"],
+                               "kl": agg["kl"], "length": agg["length"]})
+            results["frontier"][name] = points
 
     results.update(stage_seconds=stage.times, total_seconds=round(time.time() - started, 1),
                    versions=library_versions(), config=raw, command=f"fgalign pipeline --config {cfg.config} --out {cfg.out}")
@@ -385,5 +415,6 @@ def aggregate(per_seed: dict) -> dict:
         return {"mean": float(v.mean()) if len(v) else None, "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
 
     return {"seeds": {str(k): v for k, v in per_seed.items()}, "win_rate": stat("win_rate"),
+            "lc_win_rate": stat("lc_win_rate"),
             "kl": stat("final_kl"), "length": stat("final_length"), "truncation": stat("final_truncation"),
             "selected_iteration": stat("selected_iteration")}
