@@ -22,6 +22,7 @@ from fgalign.models.policy import load_causal_lm, load_tokenizer, resolve_device
 from fgalign.models.reward import load_reward_model
 from fgalign.rl.kl import kl_per_token
 from fgalign.rl.scoring import in_micro_batches, policy_logprobs
+from fgalign.rl.update import evaluating
 from fgalign.runinfo import save_run_config, seed_everything, write_json
 from fgalign.sampling.hf import generate, progress, sample_responses
 from fgalign.sampling.rollout import SamplingConfig
@@ -93,12 +94,9 @@ def kl_to_reference(model, reference_model, rollout, micro_batch: int = 64) -> d
     not the training batch's pre-update figure."""
     device = next(model.parameters()).device
     rollout = rollout.to(device)
-    modes = (model.training, reference_model.training)
-    model.eval(), reference_model.eval()
-    with torch.no_grad():
+    with evaluating(model, reference_model):  # in_micro_batches already runs without gradients
         logprobs = in_micro_batches(lambda r: policy_logprobs(model, r)[0], rollout, micro_batch)
         ref = in_micro_batches(lambda r: policy_logprobs(reference_model, r)[0], rollout, micro_batch)
-    model.train(modes[0]), reference_model.train(modes[1])
     mask = rollout.response_mask
     return {f"kl_{k}": float(kl_per_token(logprobs, ref, mask, k).sum(1).mean()) for k in ("k1", "k3")}
 
