@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "eval-rm": ("fgalign.eval.rm_eval", "EvalRMConfig", "run", "pair accuracy, token AUCs, per-label means"),
     "ppo": ("fgalign.rl.trainer", "PPOConfig", "run", "PPO with a (B, T) reward: token, token-shaped, sequence"),
     "eval": ("fgalign.eval.winrate", "EvalConfig", "run", "win rate of a policy against a reference"),
+    "best-of-n": ("fgalign.eval.best_of_n", "BestOfNConfig", "run", "best-of-n win rate by reward model: its ceiling at a KL"),
     "show": ("fgalign.report.heatmap", "ShowConfig", "run", "token-reward heatmap of a response (HTML/PNG)"),
     "pipeline": ("fgalign.pipeline", "PipelineConfig", "run", "every stage, every method, and a report"),
     # no config class: a command with sub-commands parses its own argv (init|users|serve|stats|export)
