@@ -9,8 +9,8 @@ measurement is a fresh process with the same environment (threads pinned through
 and torch.set_num_threads), and the two alternate round by round so that machine load hits both alike.
 
 Every setting that decides the work is pinned on both sides and printed from the objects themselves (not from
-this script's arguments): fp32 (no bf16/fp16 autocast), no gradient checkpointing, max_length 128, AdamW,
-lr 1e-3, linear schedule, no dropout, no dataloader workers, no torch.compile. TRL 1.16 defaults to bf16=True
+this script's arguments): fp32 (no bf16/fp16 autocast), no gradient checkpointing, max_length 128, AdamW
+(each side's default implementation: the fused kernel on both), lr 1e-3, linear schedule, no dropout, no dataloader workers, no torch.compile. TRL 1.16 defaults to bf16=True
 and gradient_checkpointing=True even on the CPU: on a CPU without native bf16 (this machine kind's Zen 3 has
 AVX2 only) bf16 autocast is emulated, and that alone made TRL 7x slower (11 against 81 pairs/s); gradient
 checkpointing recomputes every forward (81 against 120 pairs/s). Those unpinned defaults are the 20x swing of
@@ -127,7 +127,7 @@ def worker_fgalign(work: Path, steps: int, batch: int, threads: int) -> dict:
     R._train = spy
     cfg = R.RewardConfig(data=str(work / "pairs.jsonl"), out=str(work / "out-fgalign"), model=str(work / "model"),
                          level="sequence", pairs="preference", max_steps=steps, batch_size=batch, device="cpu",
-                         lr=LR, weight_decay=0.0, optim="adamw_torch", bf16=False, max_length=MAX_LENGTH,
+                         lr=LR, weight_decay=0.0, bf16=False, max_length=MAX_LENGTH,
                          save_steps=0, logging_steps=10**6, overwrite=True)
     R.run(cfg)
     metrics = json.loads((work / "out-fgalign" / "fgalign_config.json").read_text())["train"]
@@ -146,7 +146,7 @@ def worker_trl(work: Path, steps: int, batch: int, threads: int) -> dict:
     data = load_dataset("json", data_files=str(work / "pairs.jsonl"))["train"]
     # Every TRL default that changes the work is pinned: bf16 and gradient_checkpointing default to True.
     args = RewardConfig(output_dir=str(work / "out-trl"), per_device_train_batch_size=batch, max_steps=steps,
-                        learning_rate=LR, weight_decay=0.0, optim="adamw_torch", lr_scheduler_type="linear",
+                        learning_rate=LR, weight_decay=0.0, lr_scheduler_type="linear",
                         use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False, max_length=MAX_LENGTH,
                         pad_to_multiple_of=None, center_rewards_coefficient=None, disable_dropout=True,
                         torch_compile=False, dataloader_num_workers=0, report_to="none", save_strategy="no",

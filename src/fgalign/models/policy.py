@@ -12,6 +12,7 @@ import torch
 
 from fgalign.data.tokenize import check_tokenizer
 from fgalign.errors import InputError
+from fgalign.models.activations import fuse_gelu
 
 
 @dataclass
@@ -65,7 +66,7 @@ def build_tiny_causal_lm(cfg: TinyModelConfig, tokenizer: Any) -> torch.nn.Modul
                              attention_dropout=cfg.dropout, tie_word_embeddings=True, **specials)
     else:
         raise InputError(f"unknown model family '{cfg.family}': expected 'gpt2' or 'llama'", field="family")
-    return AutoModelForCausalLM.from_config(config)
+    return fuse_gelu(AutoModelForCausalLM.from_config(config))
 
 
 def hub_allowed() -> bool:
@@ -128,7 +129,7 @@ def load_causal_lm(path: str | Path, device: str | torch.device = "cpu", dtype: 
     p = _check_dir(path, "model")
     model = AutoModelForCausalLM.from_pretrained(str(p), use_safetensors=True, dtype=dtype,
                                                  trust_remote_code=trust_remote_code)
-    return model.to(device)
+    return fuse_gelu(model).to(device)
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -22,6 +22,7 @@ import torch
 from fgalign.data.tokenize import check_tokenizer, encode_prompt, encode_response, token_spans
 from fgalign.errors import InputError
 from fgalign.models import projection
+from fgalign.models.activations import fuse_gelu
 from fgalign.models.masks import at_last_index, gather_last, masked_mean
 from fgalign.models.policy import check_model_dir, resolve_device
 from fgalign.models.reward_losses import prefix_means
@@ -105,18 +106,25 @@ def pad_batch(prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequen
     """
     lengths = [len(p) + len(r) for p, r in zip(prompt_ids, response_ids)]
     B, L = len(lengths), max(lengths)
-    input_ids = torch.full((B, L), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros(B, L, dtype=torch.long)
-    response_mask = torch.zeros(B, L, dtype=torch.long)
-    label_tensor = torch.zeros(B, L, dtype=torch.long)
-    for b, (p, r) in enumerate(zip(prompt_ids, response_ids)):
+    for b, r in enumerate(response_ids):
         if not r:
             raise ValueError(f"response {b} is empty: a reward needs at least one response token")
-        input_ids[b, : lengths[b]] = torch.tensor(list(p) + list(r))
-        attention_mask[b, : lengths[b]] = 1
-        response_mask[b, len(p): lengths[b]] = 1
-        if labels is not None:
-            label_tensor[b, len(p): lengths[b]] = torch.tensor(labels[b])
+        if labels is not None and len(labels[b]) != len(r):
+            raise ValueError(f"response {b} has {len(r)} tokens but {len(labels[b])} labels")
+    # One tensor from padded Python lists, masks from lengths: a per-row loop of small tensor copies cost
+    # 2.8 ms per 32-row batch, a tenth of a training step of the tiny RM.
+    input_ids = torch.tensor([[*p, *r] + [pad_id] * (L - n) for p, r, n in zip(prompt_ids, response_ids, lengths)],
+                             dtype=torch.long)
+    positions = torch.arange(L)  # (L,)
+    end = torch.tensor(lengths)[:, None]  # (B, 1)
+    start = torch.tensor([len(p) for p in prompt_ids])[:, None]  # (B, 1)
+    attention_mask = (positions < end).long()  # (B, L)
+    response_mask = ((positions >= start) & (positions < end)).long()  # (B, L)
+    if labels is None:
+        label_tensor = torch.zeros(B, L, dtype=torch.long)
+    else:
+        label_tensor = torch.tensor([[0] * len(p) + list(lab) + [0] * (L - n)
+                                     for p, lab, n in zip(prompt_ids, labels, lengths)], dtype=torch.long)
     last_index = torch.tensor(lengths) - 1
     return dict(input_ids=input_ids, attention_mask=attention_mask, response_mask=response_mask,
                 labels=label_tensor, last_index=last_index)
@@ -298,7 +306,7 @@ def build_reward_model(backbone: str | Path, level: str, loss: str, anchor: floa
     # No dropout in front of the head: it would make r_t noisy for a 1-unit output.
     config.num_labels, config.classifier_dropout = 1, 0.0
     use_fused_gelu(config)
-    model = AutoModelForTokenClassification.from_pretrained(str(path), config=config, use_safetensors=True)
+    model = fuse_gelu(AutoModelForTokenClassification.from_pretrained(str(path), config=config, use_safetensors=True))
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # a pad token was added
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -320,7 +328,7 @@ def load_reward_model(path: str | Path, device: str | torch.device = "cpu") -> R
     if not meta.exists():
         raise InputError(f"no {RM_META_FILE}: not a reward model saved by `fgalign train-rm`", path=str(path))
     info = RewardModelInfo(**json.loads(meta.read_text()))
-    model = AutoModelForTokenClassification.from_pretrained(str(path), use_safetensors=True)
+    model = fuse_gelu(AutoModelForTokenClassification.from_pretrained(str(path), use_safetensors=True))
     device = resolve_device(device) if isinstance(device, str) else device
     rm = RewardModel(model.to(device).eval(), load_rm_tokenizer(path), info)
     return rm

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from fgalign.errors import InputError
+from fgalign.models.activations import fuse_gelu
 from fgalign.models.reward import detect_backbone_kind
 
 
@@ -53,4 +54,4 @@ class ValueModel(nn.Module):
         if embeddings < vocab_size:
             raise InputError(f"the value model's backbone has {embeddings} token embeddings but the policy's "
                              f"tokenizer has {vocab_size} tokens{hint}", path=str(path))
-        return cls(backbone)
+        return cls(fuse_gelu(backbone))

@@ -20,7 +20,11 @@ def logprobs_from_logits(logits: Tensor, tokens: Tensor) -> Tensor:
 
 def entropy_from_logits(logits: Tensor) -> Tensor:
     """Entropy of the categorical given by `logits`.  (B, T, V) -> (B, T)"""
-    logp = torch.log_softmax(logits.float(), dim=-1)
+    return entropy_from_logp(torch.log_softmax(logits.float(), dim=-1))
+
+
+def entropy_from_logp(logp: Tensor) -> Tensor:
+    """Entropy from log-probabilities (a log_softmax output).  (B, T, V) -> (B, T)"""
     return -(logp.exp() * torch.nan_to_num(logp, neginf=0.0)).sum(-1)  # 0 · log 0 = 0 for banned tokens
 
 

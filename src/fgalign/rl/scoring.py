@@ -7,15 +7,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fgalign.rl.ppo import entropy_from_logits, logprobs_from_logits
+from fgalign.rl.ppo import entropy_from_logp
 from fgalign.sampling.rollout import Rollout
 
 
-def policy_logprobs(model, rollout: Rollout, temperature: float = 1.0,
-                    with_entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+def policy_logprobs(model, rollout: Rollout, temperature: float = 1.0, with_entropy: bool = False,
+                    entropy_grad: bool = True) -> tuple[Tensor, Tensor | None]:
     """log π(y_t | x, y_<t) on response tokens (0 outside), and the entropy there if asked.  # (B, T)
 
-    Runs with gradients when the caller has them enabled (the PPO update uses it too).
+    Runs with gradients when the caller has them enabled (the PPO update uses it too). `entropy_grad=False`
+    computes the entropy without a graph: a logged statistic needs none (the update without an entropy bonus).
     """
     T = rollout.response_ids.shape[1]
     # Only the last T + 1 positions need the LM head: position P-1+t predicts response token t.
@@ -23,8 +24,12 @@ def policy_logprobs(model, rollout: Rollout, temperature: float = 1.0,
                    position_ids=rollout.position_ids, use_cache=False, logits_to_keep=T + 1).logits
     logits = logits[:, :-1] / temperature  # (B, T, V)
     mask = rollout.response_mask
-    logprobs = torch.where(mask, logprobs_from_logits(logits, rollout.response_ids), 0.0)
-    entropy = torch.where(mask, entropy_from_logits(logits), 0.0) if with_entropy else None
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (B, T, V): one log_softmax for log-probs and entropy
+    logprobs = torch.where(mask, logp.gather(-1, rollout.response_ids[..., None]).squeeze(-1), 0.0)
+    entropy = None
+    if with_entropy:
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            entropy = torch.where(mask, entropy_from_logp(logp if entropy_grad else logp.detach()), 0.0)
     return logprobs, entropy
 
 

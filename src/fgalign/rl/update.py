@@ -161,12 +161,13 @@ def ppo_update(exp: Experience, policy, value_model, optimizers, us: UpdateSetti
         for start in range(0, B - size + 1, size):
             idx = order[start:start + size]
             mb, mask = exp.rollout.select(idx), exp.rollout.response_mask[idx]
-            logprobs, entropy = policy_logprobs(policy, mb, us.temperature, with_entropy=True)
+            logprobs, entropy = policy_logprobs(policy, mb, us.temperature, with_entropy=True,
+                                                entropy_grad=bool(us.entropy_coef))
             pl = policy_loss(logprobs, exp.logprobs[idx], exp.advantages[idx], mask, us.clip)
             vl = value_loss(values_of(value_model, mb), exp.values[idx], exp.returns[idx], mask, us.value_clip)
             mean_entropy = masked_mean(entropy, mask)
             loss = pl.loss + us.vf_coef * vl.loss
-            if us.entropy_coef:  # otherwise keep the entropy out of the graph: no backward through it
+            if us.entropy_coef:  # otherwise the entropy was computed without a graph (a statistic only)
                 loss = loss - us.entropy_coef * mean_entropy
             check_finite("loss", loss.detach(), iteration)
             if accelerator is not None:

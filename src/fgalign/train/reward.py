@@ -67,8 +67,9 @@ class RewardConfig:
     """Peak learning rate (linear decay)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
-    optim: str = "adamw_torch"
-    """Optimizer, by its HF Trainer name (adamw_torch, sgd, adafactor, ...)."""
+    optim: str = "adamw_torch_fused"
+    """Optimizer, by its HF Trainer name (adamw_torch_fused, adamw_torch, sgd, adafactor, ...). The fused AdamW
+    is the same update in one kernel for all parameters (CPU and CUDA): 5 ms of a 75 ms step of the tiny RM."""
     warmup_ratio: float = 0.05
     """Fraction of steps with linear warm-up."""
     max_length: int = 0
