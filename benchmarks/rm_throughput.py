@@ -60,8 +60,12 @@ def ensure_trl_venv(venv: Path) -> Path:
     return python
 
 
-def prepare(work: Path, n_pairs: int, n_layer: int = 2, d_model: int = 128) -> None:
-    """A tiny GPT-2 (default 2 layers, d=128, the default world's 512-token BPE) and preference pairs."""
+def prepare(work: Path, n_pairs: int, n_layer: int = 2, d_model: int = 128, response_tokens: int = 0,
+            max_length: int = MAX_LENGTH) -> None:
+    """A tiny GPT-2 (default 2 layers, d=128, the default world's 512-token BPE) and preference pairs.
+
+    `response_tokens` > 0: every response is its demonstration repeated and cut to that many tokens (the
+    scaling benchmark's longer responses); 0 keeps the world's own lengths."""
     import random
 
     import torch
@@ -73,8 +77,17 @@ def prepare(work: Path, n_pairs: int, n_layer: int = 2, d_model: int = 128) -> N
     task = load_task("default")
     tokenizer = load_tokenizer(task.tokenizer(work / "tok"))
     torch.manual_seed(0)
-    model = build_tiny_causal_lm(TinyModelConfig(n_layer=n_layer, d_model=d_model, n_head=4, max_len=MAX_LENGTH),
+    model = build_tiny_causal_lm(TinyModelConfig(n_layer=n_layer, d_model=d_model, n_head=4, max_len=max_length),
                                  tokenizer)
+
+    def sized(text: str) -> str:
+        if not response_tokens:
+            return text
+        ids: list[int] = []
+        while len(ids) < response_tokens:  # repeat the text until it is long enough, then cut
+            ids += tokenizer(" " + text if ids else text, add_special_tokens=False)["input_ids"]
+        return tokenizer.decode(ids[:response_tokens])
+
     model.save_pretrained(work / "model")
     tokenizer.save_pretrained(work / "model")
     rng, rows = random.Random(0), []
@@ -82,7 +95,7 @@ def prepare(work: Path, n_pairs: int, n_layer: int = 2, d_model: int = 128) -> N
         a, b = task.demonstrate(prompt, rng), task.demonstrate(prompt, rng)
         if task.score(prompt, a) != task.score(prompt, b):
             chosen, rejected = (a, b) if task.score(prompt, a) > task.score(prompt, b) else (b, a)
-            rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+            rows.append({"prompt": prompt, "chosen": sized(chosen), "rejected": sized(rejected)})
         if len(rows) == n_pairs:
             break
     write_jsonl(work / "pairs.jsonl", rows)
@@ -110,7 +123,7 @@ def effective(args, model, threads: int) -> dict:
             "model_gradient_checkpointing": bool(getattr(model, "is_gradient_checkpointing", False))}
 
 
-def worker_fgalign(work: Path, steps: int, batch: int, threads: int) -> dict:
+def worker_fgalign(work: Path, steps: int, batch: int, threads: int, max_length: int = MAX_LENGTH) -> dict:
     import fgalign.train.reward as R
 
     counter = {"padded_tokens": 0, "real_tokens": 0, "batches": 0}
@@ -127,7 +140,7 @@ def worker_fgalign(work: Path, steps: int, batch: int, threads: int) -> dict:
     R._train = spy
     cfg = R.RewardConfig(data=str(work / "pairs.jsonl"), out=str(work / "out-fgalign"), model=str(work / "model"),
                          level="sequence", pairs="preference", max_steps=steps, batch_size=batch, device="cpu",
-                         lr=LR, weight_decay=0.0, bf16=False, max_length=MAX_LENGTH,
+                         lr=LR, weight_decay=0.0, bf16=False, max_length=max_length,
                          save_steps=0, logging_steps=10**6, overwrite=True)
     R.run(cfg)
     metrics = json.loads((work / "out-fgalign" / "fgalign_config.json").read_text())["train"]
@@ -135,7 +148,7 @@ def worker_fgalign(work: Path, steps: int, batch: int, threads: int) -> dict:
     return {"train_runtime": metrics["train_runtime"], "settings": seen, **counter}
 
 
-def worker_trl(work: Path, steps: int, batch: int, threads: int) -> dict:
+def worker_trl(work: Path, steps: int, batch: int, threads: int, max_length: int = MAX_LENGTH) -> dict:
     from datasets import load_dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
@@ -147,7 +160,7 @@ def worker_trl(work: Path, steps: int, batch: int, threads: int) -> dict:
     # Every TRL default that changes the work is pinned: bf16 and gradient_checkpointing default to True.
     args = RewardConfig(output_dir=str(work / "out-trl"), per_device_train_batch_size=batch, max_steps=steps,
                         learning_rate=LR, weight_decay=0.0, lr_scheduler_type="linear",
-                        use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False, max_length=MAX_LENGTH,
+                        use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False, max_length=max_length,
                         pad_to_multiple_of=None, center_rewards_coefficient=None, disable_dropout=True,
                         torch_compile=False, dataloader_num_workers=0, report_to="none", save_strategy="no",
                         logging_steps=10**6, disable_tqdm=True, seed=0)
@@ -167,9 +180,10 @@ def thread_env(threads: int) -> dict[str, str]:
                 ACCELERATE_MIXED_PRECISION="no")
 
 
-def measure(python: str, which: str, work: Path, steps: int, batch: int, threads: int) -> dict:
+def measure(python: str, which: str, work: Path, steps: int, batch: int, threads: int,
+            max_length: int = MAX_LENGTH) -> dict:
     cmd = [python, __file__, "--worker", which, "--work", str(work), "--steps", str(steps), "--batch", str(batch),
-           "--threads", str(threads)]
+           "--threads", str(threads), "--max-length", str(max_length)]
     proc = subprocess.run(cmd, env=thread_env(threads), capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{which} worker failed:\n{proc.stderr[-4000:]}")
@@ -179,14 +193,14 @@ def measure(python: str, which: str, work: Path, steps: int, batch: int, threads
 
 
 def run_rounds(work: Path, rounds: int, steps: int, batch: int, threads: int, trl_python: str,
-               echo=print) -> dict[str, list[dict]]:
+               echo=print, max_length: int = MAX_LENGTH) -> dict[str, list[dict]]:
     """Alternate the two sides for `rounds` rounds (the first side alternates too); every run's result."""
     runs: dict[str, list[dict]] = {"fgalign": [], "trl": []}
     sides = [("fgalign", sys.executable), ("trl", trl_python)]
     for r in range(rounds):
         for which, python in (sides if r % 2 == 0 else sides[::-1]):
             t = time.time()
-            runs[which].append(measure(python, which, work, steps, batch, threads))
+            runs[which].append(measure(python, which, work, steps, batch, threads, max_length))
             res = runs[which][-1]
             echo(f"round {r + 1} {which:8s} {res['pairs_per_s']:8.1f} pairs/s  ({time.time() - t:.0f} s with "
                  f"start-up; {res['padded_tokens'] / max(res['batches'], 1):.0f} tokens/batch fed, "
@@ -201,6 +215,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--pairs", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-length", type=int, default=MAX_LENGTH, help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, default=None, help="data and model folder (default: a fresh temp dir)")
     ap.add_argument("--trl-venv", type=Path, default=HERE / f".venv-trl-{TRL_VERSION}")
     ap.add_argument("--worker", choices=["fgalign", "trl"], help=argparse.SUPPRESS)
@@ -210,7 +225,7 @@ def main() -> None:
 
         torch.set_num_threads(a.threads)
         fn = worker_fgalign if a.worker == "fgalign" else worker_trl
-        print(json.dumps(fn(a.work, a.steps, a.batch, a.threads)))
+        print(json.dumps(fn(a.work, a.steps, a.batch, a.threads, a.max_length)))
         return
     work = a.work or Path(tempfile.mkdtemp(prefix="fgalign_rm_throughput_"))
     work.mkdir(parents=True, exist_ok=True)
