@@ -37,7 +37,13 @@ class _SigmoidGELU(torch.autograd.Function):
 
 
 def gelu_tanh(x: Tensor) -> Tensor:
-    """GPT-2's GELU (tanh approximation), elementwise, any shape."""
+    """GPT-2's GELU (tanh approximation), elementwise, any shape.
+
+    The sigmoid form on CPU float32/float64 only: on a GPU `F.gelu` is one fused kernel (six passes would be
+    slower), and in float16 x² overflows for |x| > 256, which would turn the backward's inf·0 into NaN.
+    """
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return torch.nn.functional.gelu(x, approximate="tanh")
     if torch.is_grad_enabled() and x.requires_grad:
         return _SigmoidGELU.apply(x)
     s = x * x
