@@ -15,7 +15,9 @@ Pinned on the TRL side (its defaults differ): bf16=False (TRL defaults to True, 
 bf16 is emulated and slow), gradient_checkpointing=False (default True; TRL's PPO loop does not use it, pinned
 anyway). Each side's effective settings are read back from its own objects and printed. Differences that stay,
 by design: TRL's optimizer is one AdamW over policy+value and it does not clip gradients; fgalign keeps two
-AdamWs and clips each model's gradient norm to 1 (more work on fgalign's side, not less).
+AdamWs and clips each model's gradient norm to 1 (more work on fgalign's side, not less). With 2 or more
+threads fgalign runs the policy's and the value model's passes side by side, one thread each
+(`fgalign.rl.side_by_side`); TRL runs them one after the other on both threads.
 
 Prints per-round seconds per iteration, each side's median and, last, `ratio: X.XX` (fgalign / TRL, lower is
 better). Target: <= 0.5.
@@ -75,7 +77,7 @@ settings = {
     "temperature": a.temperature, "bf16": a.bf16, "fp16": a.fp16, "gradient_checkpointing": a.gradient_checkpointing,
     "param_dtypes": sorted({str(p.dtype) for m in models.values() for p in m.parameters()}),
     "optimizer": f"{type(opt).__name__}(fused={opt.defaults.get('fused')}, foreach={opt.defaults.get('foreach')}) x1",
-    "grad_clip": "none",
+    "grad_clip": "none", "schedule": "policy then value (one wrapper model), intra-op threads",
     "attn_implementation": policy.config._attn_implementation,
     "active_dropout": sum(isinstance(m, torch.nn.Dropout) and m.training and m.p > 0 for x in models.values() for m in x.modules()),
     "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
@@ -146,8 +148,11 @@ def worker_fgalign(d: Path, batch: int, response_length: int, iterations: int, t
     def clock(model, iteration):
         ends.append(time.perf_counter())
         if not seen:  # the policy, read once (the value model shares its config and modules' kinds)
+            from fgalign.rl.side_by_side import can_run_side_by_side
+
             seen.update(attn_implementation=model.config._attn_implementation, active_dropout=sum(
-                isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()))
+                isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()),
+                schedule="policy | value in 2 threads" if can_run_side_by_side((model,)) else "one after the other")
         return {}
 
     out = Path(tempfile.mkdtemp(dir=d, prefix="fgalign-out-"))

@@ -17,6 +17,7 @@ from fgalign.rl.ppo import explained_variance, gae, masked_mean, policy_loss, va
 from fgalign.rl.rewards import (RewardMode, RewardScale, TokenCenter, compose_rewards, masked_whiten, rm_rewards,
                                 truncation_penalty)
 from fgalign.rl.scoring import in_micro_batches, policy_logprobs, values_of
+from fgalign.rl.side_by_side import can_run_side_by_side, run_side_by_side
 from fgalign.sampling.rollout import Rollout
 
 
@@ -99,12 +100,18 @@ def make_experience(rollout: Rollout, rm_out, policy, ref_model, value_model, be
                     iteration: int = 0) -> Experience:
     """Score a rollout with π_old, π_ref and V, then rewards → GAE. No parameter changes."""
     mask, last = rollout.response_mask, rollout.last_index
-    with evaluating(policy, ref_model, value_model):
+
+    def log_probs():  # π_old, then π_ref (with LoRA: the same model, so one after the other)
         logprobs = in_micro_batches(lambda r: policy_logprobs(policy, r, temperature)[0], rollout, micro_batch)
         with reference_context(policy, ref_model):
             ref = policy if ref_model is None else ref_model
-            ref_logprobs = in_micro_batches(lambda r: policy_logprobs(ref, r, temperature)[0], rollout, micro_batch)
-        values = in_micro_batches(lambda r: values_of(value_model, r), rollout, micro_batch)
+            return logprobs, in_micro_batches(lambda r: policy_logprobs(ref, r, temperature)[0], rollout, micro_batch)
+
+    with evaluating(policy, ref_model, value_model):  # eval mode: no dropout, so no RNG in either thread
+        models = [m for m in (policy, ref_model, value_model) if m is not None]
+        (logprobs, ref_logprobs), values = run_side_by_side(
+            log_probs, lambda: in_micro_batches(lambda r: values_of(value_model, r), rollout, micro_batch),
+            can_run_side_by_side(models, uses_rng=False))
 
     T = mask.shape[1]
     def fit(x: Tensor) -> Tensor:  # the RM pads to its longest response, at most our T
@@ -147,39 +154,58 @@ class UpdateSettings:
     """Sampling temperature; the log-probs use the same one."""
 
 
+def backward_and_clip(loss: Tensor, model, max_grad_norm: float, accelerator, iteration: int) -> None:
+    """Check one model's loss, backpropagate it and clip that model's gradient norm (no optimizer step)."""
+    check_finite("loss", loss.detach(), iteration)
+    if accelerator is not None:
+        accelerator.backward(loss)
+    else:
+        loss.backward()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if accelerator is not None:
+        accelerator.clip_grad_norm_(params, max_grad_norm)
+    else:
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+
+
 def ppo_update(exp: Experience, policy, value_model, optimizers, us: UpdateSettings, accelerator=None,
                iteration: int = 0) -> dict[str, float]:
-    """Several epochs of shuffled minibatches over one rollout (global torch RNG for the shuffles)."""
+    """Several epochs of shuffled minibatches over one rollout (global torch RNG for the shuffles).
+
+    Policy and value share no parameter, so each minibatch runs the policy's loss and backward and the value
+    model's side by side (`fgalign.rl.side_by_side`: two threads where that is safe, else one after the other);
+    each model's gradients are those of the summed loss pl + vf_coef·vl. A non-finite loss stops the update
+    before any optimizer step.
+    """
     B = len(exp.rollout)
     size = max(1, B // us.minibatches)
     sums: dict[str, float] = {}
     steps = 0
     policy.train()
     value_model.train()
+    parallel = can_run_side_by_side((policy, value_model), accelerator)
     for _ in range(us.epochs):
         order = torch.randperm(B)
         for start in range(0, B - size + 1, size):
             idx = order[start:start + size]
             mb, mask = exp.rollout.select(idx), exp.rollout.response_mask[idx]
-            logprobs, entropy = policy_logprobs(policy, mb, us.temperature, with_entropy=True,
-                                                entropy_grad=bool(us.entropy_coef))
-            pl = policy_loss(logprobs, exp.logprobs[idx], exp.advantages[idx], mask, us.clip)
-            vl = value_loss(values_of(value_model, mb), exp.values[idx], exp.returns[idx], mask, us.value_clip)
-            mean_entropy = masked_mean(entropy, mask)
-            loss = pl.loss + us.vf_coef * vl.loss
-            if us.entropy_coef:  # otherwise the entropy was computed without a graph (a statistic only)
-                loss = loss - us.entropy_coef * mean_entropy
-            check_finite("loss", loss.detach(), iteration)
-            if accelerator is not None:
-                accelerator.backward(loss)
-            else:
-                loss.backward()
-            for model in (policy, value_model):
-                params = [p for p in model.parameters() if p.requires_grad]
-                if accelerator is not None:
-                    accelerator.clip_grad_norm_(params, us.max_grad_norm)
-                else:
-                    torch.nn.utils.clip_grad_norm_(params, us.max_grad_norm)
+
+            def policy_step():
+                logprobs, entropy = policy_logprobs(policy, mb, us.temperature, with_entropy=True,
+                                                    entropy_grad=bool(us.entropy_coef))
+                pl = policy_loss(logprobs, exp.logprobs[idx], exp.advantages[idx], mask, us.clip)
+                mean_entropy = masked_mean(entropy, mask)
+                # Without a bonus the entropy was computed without a graph (a statistic only).
+                loss = pl.loss - us.entropy_coef * mean_entropy if us.entropy_coef else pl.loss
+                backward_and_clip(loss, policy, us.max_grad_norm, accelerator, iteration)
+                return pl, mean_entropy
+
+            def value_step():
+                vl = value_loss(values_of(value_model, mb), exp.values[idx], exp.returns[idx], mask, us.value_clip)
+                backward_and_clip(us.vf_coef * vl.loss, value_model, us.max_grad_norm, accelerator, iteration)
+                return vl
+
+            (pl, mean_entropy), vl = run_side_by_side(policy_step, value_step, parallel)
             for opt in optimizers:
                 opt.step()
                 opt.zero_grad(set_to_none=True)
