@@ -166,6 +166,45 @@ def frontier_table(frontier: dict) -> str:
     return "\n".join(lines)
 
 
+def plot_best_of_n(results: dict, run_dir: Path) -> str:
+    """Each RM's best-of-n win rate against the KL bound, with PPO's (measured KL, win rate) per method on top:
+    PPO below its RM's curve leaves reward on the table; an RM's curve low is the RM's limit."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name, curve in results["best_of_n"]["curves"].items():
+        style = dict(color="black", ls="--") if name.startswith("oracle") else {}
+        ax.plot([p["kl_bound"] for p in curve], [p["win_rate"] for p in curve], marker=".", label=Path(name).name,
+                **style)
+    for name, agg in results.get("methods", {}).items():
+        if agg["kl"]["mean"] is not None:
+            ax.errorbar(agg["kl"]["mean"], agg["win_rate"]["mean"], xerr=agg["kl"]["std"], yerr=agg["win_rate"]["std"],
+                        marker="*", ms=11, ls="none", capsize=3, label=f"PPO {name}")
+    ax.axhline(0.5, color="grey", lw=0.8)
+    ax.set(xlabel="KL to SFT (nats; best-of-n: the bound log n − (n−1)/n)", ylabel="win rate vs SFT (test)",
+           title="Best-of-n by each reward model, and PPO")
+    ax.legend(fontsize=7)
+    return _save(fig, run_dir / "plots" / "best_of_n.png")
+
+
+def best_of_n_table(bon: dict) -> str:
+    """Win rate by n for each ranking, and which mistakes each RM sees (AUC clean vs exactly one mistake)."""
+    curves = bon["curves"]
+    ns = [p["n"] for p in next(iter(curves.values()))]
+    lines = ["| ranked by | " + " | ".join(f"n = {n} (KL ≤ {p['kl_bound']:.2f})"
+                                         for n, p in zip(ns, next(iter(curves.values())))) + " |",
+             "|---" * (len(ns) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(f"{p['win_rate']:.3f}" for p in curve) + " |" for name, curve in curves.items()]
+    if bon.get("mistake_sensitivity"):
+        kinds = sorted({k for v in bon["mistake_sensitivity"].values() for k in v})
+        lines += ["", "| AUC, mistake-free vs one mistake of a kind | " + " | ".join(kinds) + " |",
+                  "|---" * (len(kinds) + 1) + "|"]
+        for name, by_kind in bon["mistake_sensitivity"].items():
+            cells = [("–" if by_kind.get(k, {}).get("auc") is None else f"{by_kind[k]['auc']:.2f}") for k in kinds]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _save(fig, path: Path) -> str:
     import matplotlib.pyplot as plt
 
@@ -244,6 +283,10 @@ def write_report(run_dir: Path, results: dict, cfgs: dict | None = None) -> Path
     if results.get("frontier"):
         parts += ["## Win rate–KL frontier (test prompts; every method at every KL target)",
                   frontier_table(results["frontier"])]
+    if results.get("best_of_n"):
+        plots = plots + [plot_best_of_n(results, run_dir)]
+        parts += ["## Best-of-n: each reward model's ceiling (SFT samples, test prompts, oracle judge)",
+                  best_of_n_table(results["best_of_n"])]
     if mistakes:
         parts += ["## Mistakes left per response (test prompts, task diagnosis)", mistakes]
     parts += ["## Curves"] + [f"![{Path(p).stem}](plots/{Path(p).name})" for p in plots]

@@ -16,10 +16,11 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
-from fgalign.configfile import config_diff, from_dict, read_yaml
+from fgalign.configfile import from_dict, read_yaml
 from fgalign.data import ReadStats, read_records, write_records
 from fgalign.editors.stage import EditConfig, run as edit
 from fgalign.errors import InputError
+from fgalign.eval.best_of_n import BestOfNConfig, run as best_of_n
 from fgalign.eval.rm_eval import evaluate_rm
 from fgalign.eval.winrate import build_evaluator, make_judge
 from fgalign.labels.project import label_pair
@@ -27,18 +28,18 @@ from fgalign.labels.stage import marked_text
 from fgalign.models.policy import load_causal_lm, load_tokenizer
 from fgalign.models.reward import load_reward_model
 from fgalign.pairs.stage import SampleConfig, run as sample
+from fgalign.pipeline.plan import check_stored_configs, planned_stages, ppo_config
 from fgalign.report.summary import results_table, write_report
-from fgalign.pairs.stage import check_config as check_sample
 from fgalign.rl.checkpoint import latest_checkpoint
 from fgalign.rl.metrics_log import LOG_FILE
-from fgalign.rl.trainer import PPOConfig, train_ppo
-from fgalign.runinfo import library_versions, to_jsonable, write_json
+from fgalign.rl.trainer import train_ppo
+from fgalign.runinfo import library_versions, write_json
 from fgalign.sampling.rollout import SamplingConfig
 from fgalign.sampling.vllm import vllm_problem
 from fgalign.tasks import load_task
 from fgalign.train.guard import last_checkpoint
-from fgalign.train.reward import RewardConfig, check_config as check_rm, run as train_rm
-from fgalign.train.sft import SFTConfig, check_config as check_sft, run as sft
+from fgalign.train.reward import RewardConfig, run as train_rm
+from fgalign.train.sft import SFTConfig, run as sft
 
 # The methods of the comparison: which reward model, which reward mode. The config may add or override.
 DEFAULT_METHODS = {
@@ -48,9 +49,6 @@ DEFAULT_METHODS = {
     "ppo-token-shaped": {"rm": "rm-token", "reward": "token-shaped"},
     "ppo-token-eos": {"rm": "rm-token", "reward": "sequence"},  # control: token RM's score at EOS only
 }
-STAGES_FILE = "pipeline_stages.json"  # each stage's resolved config, compared on a rerun
-# Not what an output is, but how a stage was started: ignored when comparing a stored config with a new one.
-NOT_COMPARED = {"resume", "overwrite", "keep_eval_checkpoints", "device", "threads"}
 # The reward models: RewardConfig options of each.
 DEFAULT_RMS = {
     "rm-token": {"level": "token"},
@@ -110,7 +108,8 @@ class Stages:
 def build_configs(raw: dict, run: Path, path: str) -> dict[str, Any]:
     """Stage configs from the YAML dict, each checked for unknown keys."""
     task = raw.get("task", "default")
-    known = {"task", "seeds", "sft", "sample", "heldout", "edit", "rm", "rms", "ppo", "eval", "methods", "kl_targets"}
+    known = {"task", "seeds", "sft", "sample", "heldout", "edit", "rm", "rms", "ppo", "eval", "methods", "kl_targets",
+             "best_of_n"}
     for key in raw:
         if key not in known:
             raise InputError(f"unknown section '{key}'; expected one of {sorted(known)}", path=path, field=key)
@@ -131,16 +130,12 @@ def build_configs(raw: dict, run: Path, path: str) -> dict[str, Any]:
     cfgs["ppo"] = raw.get("ppo", {})
     cfgs["eval"] = {"n_valid": 200, "n_test": 400, "judge": "task", **raw.get("eval", {})}
     cfgs["methods"] = {**DEFAULT_METHODS, **(raw.get("methods") or {})}
+    # Optional: each reward model's best-of-n ceiling on test prompts, with PPO's sampling (its `rms` are the
+    # methods' reward models, filled in once the methods of this run are known).
+    cfgs["best_of_n"] = None if raw.get("best_of_n") is None else from_dict(
+        BestOfNConfig, raw["best_of_n"], "best_of_n", path, policy=str(run / "sft"), rms=[], task=task,
+        out=str(run / "best_of_n.json"), sampling=SamplingConfig(max_new_tokens=cfgs["ppo"].get("max_new_tokens", 24)))
     return cfgs
-
-
-def ppo_config(name: str, spec: dict, seed: int, cfgs: dict, run: Path, subdir: str = "",
-               path: str | None = None) -> PPOConfig:
-    out = run / "ppo" / name / subdir / f"seed{seed}"
-    options = {**cfgs["ppo"], **{k: v for k, v in spec.items() if k not in ("rm",)}}
-    return from_dict(PPOConfig, options, f"methods.{name}", path, policy=str(run / "sft"),
-                     rm=str(run / spec["rm"]), out=str(out), task=cfgs["task"], seed=seed,
-                     keep_eval_checkpoints=True)
 
 
 def run_ppo_method(name: str, spec: dict, seed: int, cfgs: dict, run: Path, evaluators: dict,
@@ -220,6 +215,9 @@ def run(cfg: PipelineConfig) -> dict:
     methods = {m: s for m, s in cfgs["methods"].items() if cfg.methods is None or m in cfg.methods}
     if cfg.methods and (unknown := set(cfg.methods) - set(cfgs["methods"])):
         raise InputError(f"unknown method(s) {sorted(unknown)}; expected {sorted(cfgs['methods'])}", field="--methods")
+    if cfgs["best_of_n"] is not None:
+        rms = sorted({str(run_dir / spec["rm"]) for spec in methods.values()})
+        cfgs["best_of_n"] = dataclasses.replace(cfgs["best_of_n"], rms=rms)
     stage_configs = planned_stages(cfgs, run_dir, cfg.config, methods, seeds, raw.get("kl_targets") or [],
                                    bool(cfg.edits))
     check_stored_configs(run_dir, stage_configs, cfg.force)
@@ -256,6 +254,9 @@ def run(cfg: PipelineConfig) -> dict:
 
     evaluators = make_evaluators(cfgs, run_dir)
     results: dict[str, Any] = {"methods": {}, "reward_models": rm_metrics, "seeds": seeds}
+    if cfgs["best_of_n"] is not None:  # the reward models' own ceilings, to read PPO's results against
+        stage("best-of-n", run_dir / "best_of_n.json", lambda: best_of_n(cfgs["best_of_n"]))
+        results["best_of_n"] = json.loads((run_dir / "best_of_n.json").read_text())
 
     def seeds_of(name: str, spec: dict, subdir: str = "") -> dict:
         per_seed = {}
@@ -307,80 +308,6 @@ def resumable(cfg: Any, force: bool) -> Any:
     --force starts afresh."""
     found = last_checkpoint(Path(cfg.out).with_name(Path(cfg.out).name + ".checkpoints"))
     return dataclasses.replace(cfg, resume=found is not None and not force, overwrite=force)
-
-
-def _checked(section: str, path: str, check: Callable[[], Any]) -> Any:
-    """A stage's own check, its error re-addressed to the config file and key (`--n` -> `sample.n`)."""
-    try:
-        return check()
-    except InputError as e:
-        if e.path is not None:
-            raise
-        key = (e.field or "").lstrip("-").replace("-", "_")
-        raise InputError(e.reason, path=path, field=f"{section}.{key}" if key else section) from None
-
-
-def planned_stages(cfgs: dict, run: Path, path: str, methods: dict, seeds: list[int], kl_targets: list,
-                   given_edits: bool) -> dict[str, tuple[Path, dict]]:
-    """Every stage this run will do: label -> (output, resolved config). Building them checks every option
-    (types, ranges, unknown keys) before the first stage starts."""
-    _checked("sft", path, lambda: check_sft(cfgs["sft"]))
-    for section in ("sample", "heldout"):
-        _checked(section, path, lambda s=section: check_sample(cfgs[s]))
-    for key in ("n_valid", "n_test"):
-        if not isinstance(cfgs["eval"].get(key), int) or cfgs["eval"][key] < 1:
-            raise InputError(f"expected an integer >= 1, got {cfgs['eval'].get(key)!r}", path=path, field=f"eval.{key}")
-    plan = {"sft": (run / "sft", cfgs["sft"])}
-    if not given_edits:
-        plan.update({"sample": (run / "pairs.jsonl", cfgs["sample"]), "edit": (run / "edits.jsonl", cfgs["edit"])})
-    plan.update({"sample held-out": (run / "heldout_pairs.jsonl", cfgs["heldout"]),
-                 "edit held-out": (run / "heldout_edits.jsonl", cfgs["edit_heldout"])})
-    for rm_name in sorted({spec["rm"] for spec in methods.values()}):
-        if rm_name not in cfgs["rms"]:
-            raise InputError(f"method uses unknown reward model '{rm_name}'; define it under `rms`", path=path,
-                             field="methods")
-        rm_cfg = from_dict(RewardConfig, {**cfgs["rm_common"], **cfgs["rms"][rm_name]}, f"rms.{rm_name}", path,
-                           data=str(run / "edits.jsonl"), out=str(run / rm_name), model=str(run / "sft"))
-        plan[f"train-rm {rm_name}"] = (run / rm_name, _checked(f"rms.{rm_name}", path, lambda c=rm_cfg: check_rm(c) or c))
-    main_target = cfgs["ppo"].get("kl_target", 1.0)
-    for name, spec in methods.items():
-        variants = [("", spec)] + [(f"kl{t:g}", {**spec, "kl_target": t}) for t in kl_targets
-                                   if not (t == main_target and "kl_target" not in spec)]
-        for subdir, variant in variants:
-            for seed in seeds:
-                ppo_cfg = ppo_config(name, variant, seed, cfgs, run, subdir, path)
-                label = f"ppo {name}{f' {subdir}' if subdir else ''} seed {seed}"
-                plan[label] = (Path(ppo_cfg.out), {"ppo": ppo_cfg, "eval": cfgs["eval"]})
-    return plan
-
-
-def comparable(config: Any, run: Path) -> dict:
-    """A stage config as stored: plain JSON, paths inside the run relative to it, start-up flags left out."""
-    def rel(value):
-        if isinstance(value, dict):
-            return {k: rel(v) for k, v in value.items() if k not in NOT_COMPARED}
-        if isinstance(value, list):
-            return [rel(v) for v in value]
-        if isinstance(value, str) and value.startswith(str(run) + "/"):
-            return "RUN/" + value[len(str(run)) + 1:]
-        return value
-    return rel(to_jsonable(config))
-
-
-def check_stored_configs(run: Path, plan: dict[str, tuple[Path, dict]], force: bool) -> None:
-    """A rerun must not mix outputs of two configs: a stage whose output exists and whose stored config
-    differs is refused (all of them named, with the keys), unless --force redoes everything. Then the
-    configs of this run are stored."""
-    stored_path = run / STAGES_FILE
-    stored = json.loads(stored_path.read_text()) if stored_path.exists() else {}
-    new = {label: comparable(config, run) for label, (_, config) in plan.items()}
-    if not force:
-        changed = [f"{label} ({'; '.join(diff)})" for label, (output, _) in plan.items()
-                   if output.exists() and label in stored and (diff := config_diff(stored[label], new[label]))]
-        if changed:
-            raise InputError(f"{run} holds outputs made with another config: {' | '.join(changed)}; rerun with "
-                             "--force to redo every stage, or choose another --out", field="--config")
-    write_json(stored_path, {**stored, **new})
 
 
 def use_edits(src: str, dest: Path) -> None:

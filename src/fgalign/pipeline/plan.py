@@ -1,0 +1,110 @@
+"""What a pipeline run will do, checked before it starts, and the stored configs a rerun is compared with.
+
+Every stage's resolved config is built (and so checked: types, ranges, unknown keys) before the first stage
+runs, stored in RUN/pipeline_stages.json, and compared on a rerun, so that one run directory never mixes the
+outputs of two configs (issue 14).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from fgalign.configfile import config_diff, from_dict
+from fgalign.errors import InputError
+from fgalign.pairs.stage import check_config as check_sample
+from fgalign.rl.trainer import PPOConfig
+from fgalign.runinfo import to_jsonable, write_json
+from fgalign.train.reward import RewardConfig, check_config as check_rm
+from fgalign.train.sft import check_config as check_sft
+
+STAGES_FILE = "pipeline_stages.json"  # each stage's resolved config, compared on a rerun
+# Not what an output is, but how a stage was started: ignored when comparing a stored config with a new one.
+NOT_COMPARED = {"resume", "overwrite", "keep_eval_checkpoints", "device", "threads"}
+
+
+def ppo_config(name: str, spec: dict, seed: int, cfgs: dict, run: Path, subdir: str = "",
+               path: str | None = None) -> PPOConfig:
+    out = run / "ppo" / name / subdir / f"seed{seed}"
+    options = {**cfgs["ppo"], **{k: v for k, v in spec.items() if k not in ("rm",)}}
+    return from_dict(PPOConfig, options, f"methods.{name}", path, policy=str(run / "sft"),
+                     rm=str(run / spec["rm"]), out=str(out), task=cfgs["task"], seed=seed,
+                     keep_eval_checkpoints=True)
+
+
+def checked(section: str, path: str, check: Callable[[], Any]) -> Any:
+    """A stage's own check, its error re-addressed to the config file and key (`--n` -> `sample.n`)."""
+    try:
+        return check()
+    except InputError as e:
+        if e.path is not None:
+            raise
+        key = (e.field or "").lstrip("-").replace("-", "_")
+        raise InputError(e.reason, path=path, field=f"{section}.{key}" if key else section) from None
+
+
+def planned_stages(cfgs: dict, run: Path, path: str, methods: dict, seeds: list[int], kl_targets: list,
+                   given_edits: bool) -> dict[str, tuple[Path, dict]]:
+    """Every stage this run will do: label -> (output, resolved config). Building them checks every option
+    (types, ranges, unknown keys) before the first stage starts."""
+    checked("sft", path, lambda: check_sft(cfgs["sft"]))
+    for section in ("sample", "heldout"):
+        checked(section, path, lambda s=section: check_sample(cfgs[s]))
+    for key in ("n_valid", "n_test"):
+        if not isinstance(cfgs["eval"].get(key), int) or cfgs["eval"][key] < 1:
+            raise InputError(f"expected an integer >= 1, got {cfgs['eval'].get(key)!r}", path=path, field=f"eval.{key}")
+    plan = {"sft": (run / "sft", cfgs["sft"])}
+    if not given_edits:
+        plan.update({"sample": (run / "pairs.jsonl", cfgs["sample"]), "edit": (run / "edits.jsonl", cfgs["edit"])})
+    plan.update({"sample held-out": (run / "heldout_pairs.jsonl", cfgs["heldout"]),
+                 "edit held-out": (run / "heldout_edits.jsonl", cfgs["edit_heldout"])})
+    for rm_name in sorted({spec["rm"] for spec in methods.values()}):
+        if rm_name not in cfgs["rms"]:
+            raise InputError(f"method uses unknown reward model '{rm_name}'; define it under `rms`", path=path,
+                             field="methods")
+        rm_cfg = from_dict(RewardConfig, {**cfgs["rm_common"], **cfgs["rms"][rm_name]}, f"rms.{rm_name}", path,
+                           data=str(run / "edits.jsonl"), out=str(run / rm_name), model=str(run / "sft"))
+        plan[f"train-rm {rm_name}"] = (run / rm_name, checked(f"rms.{rm_name}", path, lambda c=rm_cfg: check_rm(c) or c))
+    if cfgs.get("best_of_n") is not None:
+        plan["best-of-n"] = (run / "best_of_n.json", cfgs["best_of_n"])
+    main_target = cfgs["ppo"].get("kl_target", 1.0)
+    for name, spec in methods.items():
+        variants = [("", spec)] + [(f"kl{t:g}", {**spec, "kl_target": t}) for t in kl_targets
+                                   if not (t == main_target and "kl_target" not in spec)]
+        for subdir, variant in variants:
+            for seed in seeds:
+                ppo_cfg = ppo_config(name, variant, seed, cfgs, run, subdir, path)
+                label = f"ppo {name}{f' {subdir}' if subdir else ''} seed {seed}"
+                plan[label] = (Path(ppo_cfg.out), {"ppo": ppo_cfg, "eval": cfgs["eval"]})
+    return plan
+
+
+def comparable(config: Any, run: Path) -> dict:
+    """A stage config as stored: plain JSON, paths inside the run relative to it, start-up flags left out."""
+    def rel(value):
+        if isinstance(value, dict):
+            return {k: rel(v) for k, v in value.items() if k not in NOT_COMPARED}
+        if isinstance(value, list):
+            return [rel(v) for v in value]
+        if isinstance(value, str) and value.startswith(str(run) + "/"):
+            return "RUN/" + value[len(str(run)) + 1:]
+        return value
+    return rel(to_jsonable(config))
+
+
+def check_stored_configs(run: Path, plan: dict[str, tuple[Path, dict]], force: bool) -> None:
+    """A rerun must not mix outputs of two configs: a stage whose output exists and whose stored config
+    differs is refused (all of them named, with the keys), unless --force redoes everything. Then the
+    configs of this run are stored."""
+    stored_path = run / STAGES_FILE
+    stored = json.loads(stored_path.read_text()) if stored_path.exists() else {}
+    new = {label: comparable(config, run) for label, (_, config) in plan.items()}
+    if not force:
+        changed = [f"{label} ({'; '.join(diff)})" for label, (output, _) in plan.items()
+                   if output.exists() and label in stored and (diff := config_diff(stored[label], new[label]))]
+        if changed:
+            raise InputError(f"{run} holds outputs made with another config: {' | '.join(changed)}; rerun with "
+                             "--force to redo every stage, or choose another --out", field="--config")
+    write_json(stored_path, {**stored, **new})
+
+
