@@ -17,7 +17,7 @@ anyway). Each side's effective settings are read back from its own objects and p
 by design: TRL's optimizer is one AdamW over policy+value and it does not clip gradients; fgalign keeps two
 AdamWs and clips each model's gradient norm to 1 (more work on fgalign's side, not less). With 2 or more
 threads fgalign runs the policy's and the value model's passes side by side, one thread each
-(`fgalign.rl.side_by_side`); TRL runs them one after the other on both threads.
+(`fgalign.models.side_by_side`); TRL runs them one after the other on both threads.
 
 Prints per-round seconds per iteration, each side's median and, last, `ratio: X.XX` (fgalign / TRL, lower is
 better). Target: <= 0.5.
@@ -148,7 +148,7 @@ def worker_fgalign(d: Path, batch: int, response_length: int, iterations: int, t
     def clock(model, iteration):
         ends.append(time.perf_counter())
         if not seen:  # the policy, read once (the value model shares its config and modules' kinds)
-            from fgalign.rl.side_by_side import can_run_side_by_side
+            from fgalign.models.side_by_side import can_run_side_by_side
 
             seen.update(attn_implementation=model.config._attn_implementation, active_dropout=sum(
                 isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()),

@@ -9,7 +9,7 @@ from ppo_fakes import FakeTask, TableRewardModel
 import fgalign.rl.update as update
 from fgalign.models.policy import load_causal_lm, load_tokenizer
 from fgalign.models.value import ValueModel
-from fgalign.rl.side_by_side import can_run_side_by_side, run_side_by_side
+from fgalign.models.side_by_side import can_run_side_by_side, run_side_by_side
 from fgalign.rl.update import RewardSettings, TrainingDiverged, UpdateSettings, make_experience, ppo_update
 from fgalign.sampling.hf import generate
 from fgalign.sampling.rollout import SamplingConfig

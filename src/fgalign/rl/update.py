@@ -17,7 +17,7 @@ from fgalign.rl.ppo import explained_variance, gae, masked_mean, policy_loss, va
 from fgalign.rl.rewards import (RewardMode, RewardScale, TokenCenter, compose_rewards, masked_whiten, rm_rewards,
                                 truncation_penalty)
 from fgalign.rl.scoring import in_micro_batches, policy_logprobs, values_of
-from fgalign.rl.side_by_side import can_run_side_by_side, run_side_by_side
+from fgalign.models.side_by_side import can_run_side_by_side, run_side_by_side
 from fgalign.sampling.rollout import Rollout
 
 
@@ -173,7 +173,7 @@ def ppo_update(exp: Experience, policy, value_model, optimizers, us: UpdateSetti
     """Several epochs of shuffled minibatches over one rollout (global torch RNG for the shuffles).
 
     Policy and value share no parameter, so each minibatch runs the policy's loss and backward and the value
-    model's side by side (`fgalign.rl.side_by_side`: two threads where that is safe, else one after the other);
+    model's side by side (`fgalign.models.side_by_side`: two threads where that is safe, else one after the other);
     each model's gradients are those of the summed loss pl + vf_coef·vl. A non-finite loss stops the update
     before any optimizer step.
     """

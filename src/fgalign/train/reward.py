@@ -20,12 +20,12 @@ from fgalign.data.outputs import check_output
 from fgalign.data.records import render_text, response_text
 from fgalign.errors import InputError
 from fgalign.labels.project import label_pair
-from fgalign.models.masks import gather_last, masked_mean
-from fgalign.models.reward import RewardModel, build_reward_model, head_module, head_values, pad_batch
-from fgalign.models.reward_losses import sequence_rm_loss, token_rm_loss
+from fgalign.models.reward import RewardModel, build_reward_model, head_module, pad_batch
+from fgalign.models.side_by_side import can_run_side_by_side
 from fgalign.rl.update import TrainingDiverged
 from fgalign.runinfo import atomic_path, save_run_config
 from fgalign.train.guard import FiniteGuard, diverged_message, prepare_checkpoints, progress_callback
+from fgalign.train.pair_step import pair_loss, side_by_side_pair_loss
 from fgalign.train.sharding import full_state_dict, is_main_process
 
 
@@ -200,21 +200,6 @@ class LengthGroupedPairSampler(torch.utils.data.Sampler):
         return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
 
-def pair_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], level: str, loss: str,
-              anchor: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss, pair accuracy) of one (2B, L) batch."""
-    h = head_values(model, batch["input_ids"], batch["attention_mask"])  # (2B, L)
-    B = h.shape[0] // 2
-    mask, labels, last = batch["response_mask"], batch["token_labels"], batch["last_index"]
-    if level == "token":
-        value = token_rm_loss(loss, anchor, h[:B], labels[:B], mask[:B], h[B:], labels[B:], mask[B:])
-        score = masked_mean(h, mask.to(h.dtype), dim=-1)  # (2B,)
-    else:
-        value = sequence_rm_loss(h[:B], last[:B], h[B:], last[B:])
-        score = gather_last(h, last)  # (2B,)
-    return value, (score[:B] > score[B:]).float().mean()
-
-
 def make_trainer_class():
     from transformers import Trainer
 
@@ -237,9 +222,25 @@ def make_trainer_class():
             return LengthGroupedPairSampler([pair["length"] for pair in dataset], global_batch, seed,
                                             epoch_of=lambda: math.floor(self.state.epoch + 1e-9))
 
+        def side_by_side(self, model) -> bool:
+            """Better and worse halves in two threads (fgalign.train.pair_step): where that is safe."""
+            if not hasattr(self, "_side_by_side"):
+                a = self.args
+                self._side_by_side = (a.gradient_accumulation_steps == 1 and a.world_size == 1 and not a.bf16
+                                      and not a.fp16 and not a.gradient_checkpointing and not a.torch_compile
+                                      and not self.is_deepspeed_enabled and not self.is_fsdp_enabled
+                                      and can_run_side_by_side((model,)))
+            return self._side_by_side and model.training and torch.is_grad_enabled()
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             # Every loss is a mean over pairs, so num_items_in_batch (a token count) is not needed.
-            value, _ = pair_loss(model, inputs, self.level, self.loss_kind, self.anchor)
+            if self.side_by_side(model):
+                # The parameters' gradients are accumulated here already; what the Trainer backpropagates
+                # next is a leaf, which adds nothing to them.
+                value = side_by_side_pair_loss(model, inputs, self.level, self.loss_kind, self.anchor)
+                value.requires_grad_()
+            else:
+                value, _ = pair_loss(model, inputs, self.level, self.loss_kind, self.anchor)
             return (value, {}) if return_outputs else value
 
     return RewardTrainer
