@@ -174,7 +174,8 @@ def worker_trl(work: Path, steps: int, batch: int, threads: int, max_length: int
     trainer.data_collator = counting(trainer.data_collator, counter)
     result = trainer.train()
     settings = {**effective(trainer.args, trainer.model, threads), "max_length": args.max_length,
-                "n_pairs": len(trainer.train_dataset), "schedule": "one (2B, L) pass"}
+                "n_pairs": len(trainer.train_dataset), "schedule": "one (2B, L) pass",
+                "group_by_length": "no (random batches)"}  # TrainingArguments 5.x has no such option
     return {"train_runtime": result.metrics["train_runtime"], "settings": settings, **counter}
 
 
