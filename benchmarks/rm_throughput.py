@@ -15,9 +15,7 @@ and gradient_checkpointing=True even on the CPU: on a CPU without native bf16 (t
 AVX2 only) bf16 autocast is emulated, and that alone made TRL 7x slower (11 against 81 pairs/s); gradient
 checkpointing recomputes every forward (81 against 120 pairs/s). Those unpinned defaults are the 20x swing of
 issue 15. Each side also reports the tokens it actually fed the model (padding included): fgalign batches pairs
-of similar length (its default `group_by_length`), TRL pads each batch to its longest pair. With 2 or more
-threads fgalign runs a batch's better and worse halves side by side, one thread each, each half cut to its own
-longest row (`fgalign.train.pair_step`); the counts below are of the collated (2B, L) batches, before that cut.
+of similar length (its default `group_by_length`), TRL pads each batch to its longest pair.
 
 Prints the per-round pairs/s, each side's median and, last, `ratio: X.XX` (fgalign / TRL, higher is better).
 """
@@ -135,11 +133,8 @@ def worker_fgalign(work: Path, steps: int, batch: int, threads: int, max_length:
     original_train = R._train
 
     def spy(cfg, rm, pairs, loss, ckpt, resume):  # record the effective settings of the real run
-        from fgalign.models.side_by_side import can_run_side_by_side
-
         seen.update(effective(R.training_args(cfg, ckpt), rm.model, threads), max_length=cfg.max_length,
-                    n_pairs=len(pairs), schedule="better | worse halves in 2 threads"
-                    if can_run_side_by_side((rm.model,)) else "one (2B, L) pass")
+                    n_pairs=len(pairs), schedule="one (2B, L) pass")
         return original_train(cfg, rm, pairs, loss, ckpt, resume)
 
     R._train = spy

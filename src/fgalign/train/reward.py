@@ -21,11 +21,10 @@ from fgalign.data.records import render_text, response_text
 from fgalign.errors import InputError
 from fgalign.labels.project import label_pair
 from fgalign.models.reward import RewardModel, build_reward_model, head_module, pad_batch
-from fgalign.models.side_by_side import can_run_side_by_side
 from fgalign.rl.update import TrainingDiverged
 from fgalign.runinfo import atomic_path, save_run_config
 from fgalign.train.guard import FiniteGuard, diverged_message, prepare_checkpoints, progress_callback
-from fgalign.train.pair_step import pair_loss, side_by_side_pair_loss
+from fgalign.train.pair_step import pair_loss
 from fgalign.train.sharding import full_state_dict, is_main_process
 
 
@@ -223,25 +222,9 @@ def make_trainer_class():
             return LengthGroupedPairSampler([pair["length"] for pair in dataset], global_batch, seed,
                                             epoch_of=lambda: math.floor(self.state.epoch + 1e-9))
 
-        def side_by_side(self, model) -> bool:
-            """Better and worse halves in two threads (fgalign.train.pair_step): where that is safe."""
-            if not hasattr(self, "_side_by_side"):
-                a = self.args
-                self._side_by_side = (a.gradient_accumulation_steps == 1 and a.world_size == 1 and not a.bf16
-                                      and not a.fp16 and not a.gradient_checkpointing and not a.torch_compile
-                                      and not self.is_deepspeed_enabled and not self.is_fsdp_enabled
-                                      and can_run_side_by_side((model,)))
-            return self._side_by_side and model.training and torch.is_grad_enabled()
-
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             # Every loss is a mean over pairs, so num_items_in_batch (a token count) is not needed.
-            if self.side_by_side(model):
-                # The parameters' gradients are accumulated here already; what the Trainer backpropagates
-                # next is a leaf, which adds nothing to them.
-                value = side_by_side_pair_loss(model, inputs, self.level, self.loss_kind, self.anchor)
-                value.requires_grad_()
-            else:
-                value, _ = pair_loss(model, inputs, self.level, self.loss_kind, self.anchor)
+            value, _ = pair_loss(model, inputs, self.level, self.loss_kind, self.anchor)
             return (value, {}) if return_outputs else value
 
     return RewardTrainer
