@@ -136,7 +136,9 @@ def _weights(folder: Path) -> dict:
     return load_file(str(folder / "model.safetensors"))
 
 
-SFT = ["sft", "--task", "toy_task:Counting", "--n-examples", "160", "--epochs", "2", "--batch-size", "16",
+# 100 steps: the kill must land between checkpoint-10 and the end, which a 20-step run on today's faster code
+# could finish inside one poll.
+SFT = ["sft", "--task", "toy_task:Counting", "--n-examples", "800", "--epochs", "2", "--batch-size", "16",
        "--tiny.n-layer", "1", "--tiny.d-model", "32", "--tiny.n-head", "2", "--tiny.max-len", "48", "--save-steps", "5"]
 
 
@@ -150,7 +152,7 @@ def test_killed_sft_leaves_no_stale_temporary_and_resumes(tmp_path, capsys):
     ckpts = tmp_path / "killed.checkpoints"
     deadline = time.time() + 120
     while not (ckpts / "checkpoint-10" / "trainer_state.json").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (ckpts / "checkpoint-10").exists(), "no checkpoint before the kill"
