@@ -23,3 +23,9 @@ class InputError(Exception):
         self.path, self.line, self.row, self.field = path, line, row, field
         self.reason = message
         super().__init__(f"{': '.join([', '.join(where), message]) if where else message}")
+
+
+def require_int(value: object, low: int, field: str, what: str = "an integer") -> None:
+    """Refuse anything but an int >= low (a bool is not a count), naming the option."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise InputError(f"expected {what} >= {low}, got {value!r}", field=field)

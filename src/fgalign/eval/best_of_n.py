@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from fgalign.data.outputs import check_output
-from fgalign.errors import InputError
+from fgalign.errors import InputError, require_int
 from fgalign.eval.rm_eval import auc
 from fgalign.eval.winrate import bootstrap_interval, make_judge
 from fgalign.models.policy import load_causal_lm, load_tokenizer, resolve_device
@@ -113,13 +113,11 @@ def mistake_sensitivity(task, prompts: list[str], candidates: list[list[str]], s
 
 
 def run(cfg: BestOfNConfig) -> dict:
-    if not isinstance(cfg.n, int) or isinstance(cfg.n, bool) or cfg.n < 1:
-        raise InputError(f"expected a number of candidates >= 1, got {cfg.n!r}", field="--n")
-    if not isinstance(cfg.prompts, int) or isinstance(cfg.prompts, bool) or cfg.prompts < 1:
-        raise InputError(f"expected a number of prompts >= 1, got {cfg.prompts!r}", field="--prompts")
+    require_int(cfg.n, 1, "--n", "a number of candidates")
+    require_int(cfg.prompts, 1, "--prompts", "a number of prompts")
     if not cfg.rms:
         raise InputError("give at least one reward model directory", field="--rms")
-    if cfg.judge not in ("task",) and not cfg.judge.startswith("rm:"):
+    if cfg.judge != "task" and not cfg.judge.startswith("rm:"):
         raise InputError(f"unknown judge '{cfg.judge}': expected task or rm:PATH", field="--judge")
     cfg.sampling.check()
     out = Path(cfg.out) if cfg.out else Path(cfg.policy) / f"best_of_n_{cfg.split}.json"

@@ -15,7 +15,7 @@ import torch
 
 from fgalign.data.outputs import check_output
 from fgalign.data.tokenize import encode_prompt
-from fgalign.errors import InputError
+from fgalign.errors import InputError, require_int
 from fgalign.eval import judges
 from fgalign.eval.length_control import bootstrap_lc_interval, length_controlled_win_rate
 from fgalign.models.policy import load_causal_lm, load_tokenizer, resolve_device
@@ -191,8 +191,7 @@ def build_evaluator(task, judge, reference_model, tokenizer, split: str, n: int,
 
 
 def run(cfg: EvalConfig) -> dict:
-    if not isinstance(cfg.n, int) or isinstance(cfg.n, bool) or cfg.n < 1:
-        raise InputError(f"expected a number of prompts >= 1, got {cfg.n!r}", field="--n")
+    require_int(cfg.n, 1, "--n", "a number of prompts")
     cfg.sampling.check()
     out = Path(cfg.out) if cfg.out else Path(cfg.policy) / f"eval_{cfg.judge.split(':')[0]}_{cfg.split}.json"
     check_output(out, "eval", cfg.overwrite, "file")
