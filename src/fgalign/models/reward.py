@@ -24,7 +24,8 @@ from fgalign.errors import InputError
 from fgalign.models import projection
 from fgalign.models.activations import fuse_gelu
 from fgalign.models.masks import at_last_index, gather_last, masked_mean
-from fgalign.models.policy import check_model_dir, resolve_device
+from fgalign.models.policy import resolve_device
+from fgalign.models.sources import ModelSource, check_model_dir, load_config, load_pretrained, resolve_model, tokenizer_kwargs
 from fgalign.models.reward_losses import prefix_means
 from fgalign.runinfo import write_json
 
@@ -75,14 +76,15 @@ def detect_backbone_kind(config: Any) -> str:
     return "encoder"
 
 
-def load_rm_tokenizer(path: str | Path) -> Any:
+def load_rm_tokenizer(path: str | Path | ModelSource) -> Any:
     """The backbone's tokenizer with an EOS (an encoder's [SEP] ends responses) and a pad distinct from it."""
     from transformers import AutoTokenizer
 
+    source = path if isinstance(path, ModelSource) else ModelSource(Path(path))
     try:
-        tok = AutoTokenizer.from_pretrained(str(path))
+        tok = AutoTokenizer.from_pretrained(str(source.directory), **tokenizer_kwargs(source))
     except Exception as e:  # noqa: BLE001 - a broken user directory
-        raise InputError(f"cannot load a tokenizer: {e}", path=str(path)) from None
+        raise InputError(f"cannot load a tokenizer: {e}", path=str(source)) from None
     if tok.eos_token_id is None and tok.sep_token is not None:
         tok.eos_token = tok.sep_token
     check_tokenizer(tok)
@@ -297,16 +299,16 @@ def build_reward_model(backbone: str | Path, level: str, loss: str, anchor: floa
 
     The head starts at 0 so every token starts with reward 0 — the anchored value for kept tokens.
     """
-    from transformers import AutoConfig, AutoModelForTokenClassification
+    from transformers import AutoModelForTokenClassification
 
-    path = check_model_dir(backbone, option="--model")
-    config = AutoConfig.from_pretrained(str(path))
+    source = resolve_model(backbone, option="--model")
+    config = load_config(source)
     kind = detect_backbone_kind(config) if backbone_kind == "auto" else backbone_kind
-    tokenizer = load_rm_tokenizer(path)
+    tokenizer = load_rm_tokenizer(source)
     # No dropout in front of the head: it would make r_t noisy for a 1-unit output.
     config.num_labels, config.classifier_dropout = 1, 0.0
     use_fused_gelu(config)
-    model = fuse_gelu(AutoModelForTokenClassification.from_pretrained(str(path), config=config, use_safetensors=True))
+    model = fuse_gelu(load_pretrained(AutoModelForTokenClassification, source, config=config))
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # a pad token was added
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -315,7 +317,7 @@ def build_reward_model(backbone: str | Path, level: str, loss: str, anchor: floa
     if head.bias is not None:
         torch.nn.init.zeros_(head.bias)
     info = RewardModelInfo(level=level, backbone_kind=kind, loss=loss, anchor=anchor, pairs=pairs,
-                           label_mode=label_mode, backbone=str(path))
+                           label_mode=label_mode, backbone=str(backbone))
     return RewardModel(model, tokenizer, info)
 
 

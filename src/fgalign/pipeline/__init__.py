@@ -28,7 +28,7 @@ from fgalign.labels.stage import marked_text
 from fgalign.models.policy import load_causal_lm, load_tokenizer
 from fgalign.models.reward import load_reward_model
 from fgalign.pairs.stage import SampleConfig, run as sample
-from fgalign.pipeline.plan import check_stored_configs, planned_stages, ppo_config
+from fgalign.pipeline.plan import check_stored_configs, planned_stages, ppo_config, rm_config
 from fgalign.report.summary import results_table, write_report
 from fgalign.rl.checkpoint import latest_checkpoint
 from fgalign.rl.metrics_log import LOG_FILE
@@ -38,7 +38,7 @@ from fgalign.sampling.rollout import SamplingConfig
 from fgalign.sampling.vllm import vllm_problem
 from fgalign.tasks import load_task
 from fgalign.train.guard import last_checkpoint
-from fgalign.train.reward import RewardConfig, run as train_rm
+from fgalign.train.reward import run as train_rm
 from fgalign.train.sft import SFTConfig, run as sft
 
 # The methods of the comparison: which reward model, which reward mode. The config may add or override.
@@ -243,9 +243,7 @@ def run(cfg: PipelineConfig) -> dict:
     for rm_name in sorted(needed_rms):
         if rm_name not in cfgs["rms"]:
             raise InputError(f"method uses unknown reward model '{rm_name}'; define it under `rms`", field="methods")
-        rm_cfg = from_dict(RewardConfig, {**cfgs["rm_common"], **cfgs["rms"][rm_name]}, f"rms.{rm_name}",
-                           cfg.config, data=str(run_dir / "edits.jsonl"), out=str(run_dir / rm_name),
-                           model=str(run_dir / "sft"))
+        rm_cfg = rm_config(rm_name, cfgs, run_dir, cfg.config)
         stage(f"train-rm {rm_name}", run_dir / rm_name, lambda c=rm_cfg: train_rm(resumable(c, cfg.force)))
         metrics_path = run_dir / rm_name / "eval_heldout.json"
         if not metrics_path.exists() or cfg.force:

