@@ -56,6 +56,8 @@ class BestOfNConfig:
     """Sampling settings (use the ones PPO trains with)."""
     out: str | None = None
     """JSON output (default: POLICY/best_of_n_<split>.json)."""
+    rm_bf16: bool = False
+    """Score under bf16 autocast (only where the device has native bf16; README: its deviation from fp32)."""
     device: str = "auto"
     """"auto", "cpu" or "cuda"."""
     overwrite: bool = False
@@ -126,7 +128,7 @@ def run(cfg: BestOfNConfig) -> dict:
     started = time.time()
     task, device = load_task(cfg.task), resolve_device(cfg.device)
     tokenizer, policy = load_tokenizer(cfg.policy), load_causal_lm(cfg.policy, device=device)
-    rms = {path: load_reward_model(path, device=device) for path in cfg.rms}  # fail early on a bad path
+    rms = {path: load_reward_model(path, device=device, bf16=cfg.rm_bf16) for path in cfg.rms}  # fail early on a bad path
     judge = make_judge(cfg.judge, task)
     prompts = task.prompts(cfg.split, cfg.prompts, cfg.seed)
     with progress("best-of-n samples"):

@@ -39,6 +39,8 @@ class EvalRMConfig:
     """How to align token labels (default: what the RM was trained with)."""
     device: str = "auto"
     """auto (CUDA when available), cpu, cuda, cuda:1, ..."""
+    rm_bf16: bool = False
+    """Score under bf16 autocast (only where the device has native bf16; README: its deviation from fp32)."""
     micro_batch: int = 32
     """Responses per forward pass."""
     overwrite: bool = False
@@ -164,7 +166,7 @@ def run(cfg: EvalRMConfig) -> dict:
     if cfg.micro_batch < 1:
         raise InputError(f"expected an integer >= 1, got {cfg.micro_batch}", field="--micro-batch")
     records = read_records(cfg.data)
-    rm = load_reward_model(cfg.rm, cfg.device)
+    rm = load_reward_model(cfg.rm, cfg.device, bf16=cfg.rm_bf16)
     metrics = evaluate_rm(rm, records, cfg.label_mode, cfg.micro_batch, show_progress=True)
     metrics["data"] = cfg.data
     write_json(out, metrics)

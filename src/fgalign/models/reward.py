@@ -25,6 +25,7 @@ from fgalign.models import projection
 from fgalign.models.activations import fuse_gelu
 from fgalign.models.masks import at_last_index, gather_last, masked_mean
 from fgalign.models.policy import resolve_device
+from fgalign.models.precision import check_bf16
 from fgalign.models.sources import ModelSource, check_model_dir, load_config, load_pretrained, resolve_model, tokenizer_kwargs
 from fgalign.models.reward_losses import prefix_means
 from fgalign.runinfo import write_json
@@ -153,9 +154,10 @@ def scores_from_head(h: torch.Tensor, response_mask: torch.Tensor, last_index: t
 class RewardModel(torch.nn.Module):
     """A backbone with a scalar head, its tokenizer and what it is (`info`)."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, info: RewardModelInfo):
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, info: RewardModelInfo, bf16: bool = False):
         super().__init__()
         self.model, self.tokenizer, self.info = model, tokenizer, info
+        self.bf16 = bf16  # score under bf16 autocast (fp32 weights, bf16 matmuls, fp32 head values out)
         self._same_vocab: dict[int, bool] = {}
 
     @property
@@ -176,7 +178,8 @@ class RewardModel(torch.nn.Module):
         return len(prompt_ids) + len(response_ids) <= self.max_length
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return head_values(self.model, input_ids, attention_mask)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return head_values(self.model, input_ids, attention_mask)
 
     # -- tokens ----------------------------------------------------------------------------------------
     def encode_prompt(self, prompt: str) -> list[int]:
@@ -321,8 +324,9 @@ def build_reward_model(backbone: str | Path, level: str, loss: str, anchor: floa
     return RewardModel(model, tokenizer, info)
 
 
-def load_reward_model(path: str | Path, device: str | torch.device = "cpu") -> RewardModel:
-    """Load an RM saved by `fgalign train-rm` (safetensors only)."""
+def load_reward_model(path: str | Path, device: str | torch.device = "cpu", bf16: bool = False) -> RewardModel:
+    """Load an RM saved by `fgalign train-rm` (safetensors only); `bf16`: score under bf16 autocast, refused
+    where the device has no native bf16 (`models/precision.py`)."""
     from transformers import AutoModelForTokenClassification
 
     path = check_model_dir(path, "reward model", "--rm")
@@ -332,5 +336,6 @@ def load_reward_model(path: str | Path, device: str | torch.device = "cpu") -> R
     info = RewardModelInfo(**json.loads(meta.read_text()))
     model = fuse_gelu(AutoModelForTokenClassification.from_pretrained(str(path), use_safetensors=True))
     device = resolve_device(device) if isinstance(device, str) else device
-    rm = RewardModel(model.to(device).eval(), load_rm_tokenizer(path), info)
+    check_bf16(bf16, device, "--rm-bf16")
+    rm = RewardModel(model.to(device).eval(), load_rm_tokenizer(path), info, bf16=bf16)
     return rm

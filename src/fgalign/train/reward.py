@@ -20,6 +20,7 @@ from fgalign.data.outputs import check_output
 from fgalign.data.records import render_text, response_text
 from fgalign.errors import InputError
 from fgalign.labels.project import label_pair
+from fgalign.models.precision import check_bf16
 from fgalign.models.reward import RewardModel, build_reward_model, head_module, pad_batch
 from fgalign.rl.update import TrainingDiverged
 from fgalign.runinfo import atomic_path, save_run_config
@@ -89,7 +90,8 @@ class RewardConfig:
     device: Literal["auto", "cpu"] = "auto"
     """auto: CUDA when available (the Trainer decides); cpu: force CPU."""
     bf16: bool = False
-    """bf16 mixed precision (for GPUs: on our 2-core AMD EPYC it made the token RM 1.3x slower)."""
+    """bf16 mixed precision (autocast over fp32 weights). Refused where it would be emulated: a GPU without
+    bf16, or a CPU without avx512_bf16/amx_bf16 (there it ran an RM step 7.4x slower). README: what it costs."""
     group_by_length: bool = True
     """Batch pairs of similar length (LengthGroupedPairSampler): a third less padding on the default world."""
     logging_steps: int = 10
@@ -263,6 +265,7 @@ def run(cfg: RewardConfig) -> Path:
     if cfg.anchor < 0:
         raise InputError(f"expected a weight >= 0, got {cfg.anchor}", field="--anchor")
     check_config(cfg)
+    check_bf16(cfg.bf16, "cuda" if cfg.device == "auto" and torch.cuda.is_available() else "cpu")
     ckpt = checkpoint_dir(cfg.out)
     if is_main_process():
         check_output(cfg.out, "train-rm", cfg.overwrite, "dir")
