@@ -16,10 +16,11 @@ from typing import Callable, Literal
 import torch
 
 from fgalign.data.tokenize import encode_prompt
-from fgalign.errors import InputError
+from fgalign.errors import InputError, require_int
 from fgalign.models.policy import load_causal_lm, load_tokenizer, resolve_device
 from fgalign.models.reward import load_reward_model
 from fgalign.models.value import ValueModel
+from fgalign.rl.advantages import ESTIMATOR_NAMES, AdvantageEstimator
 from fgalign.rl.checkpoint import STATE_FILE, check_run_dir, latest_checkpoint, save_checkpoint, save_policy
 from fgalign.rl.kl import make_kl_controller
 from fgalign.rl.metrics_log import MetricsLog
@@ -80,6 +81,12 @@ class PPOConfig(UpdateSettings, RewardSettings, PPOPaths):
     """Discount."""
     lam: float = 0.95
     """GAE λ."""
+    advantage: AdvantageEstimator = "gae"
+    """Advantage estimator (fgalign.rl.advantages), each on the per-token rewards: gae (learned critic),
+    reinforce++ (returns-to-go minus the batch mean) or rloo (minus the other samples of the same prompt;
+    needs --group-size >= 2)."""
+    group_size: int = 1
+    """Samples per prompt in a rollout batch: batch_size / group_size prompts, each sampled group_size times."""
     whiten_advantages: bool = True
     """Whiten advantages over the batch's response tokens."""
     kl_coef: float = 0.3
@@ -119,6 +126,8 @@ class PPOConfig(UpdateSettings, RewardSettings, PPOPaths):
     """Also log the task's own score of the sampled responses (the oracle, in the built-in worlds)."""
     seed: int = 0
     """Seed; process r uses seed + r."""
+    rm_bf16: bool = False
+    """Score rollouts with the RM under bf16 autocast (only where the device has native bf16)."""
     device: str = "auto"
     """"auto", "cpu" or "cuda"."""
     threads: int | None = None
@@ -135,6 +144,19 @@ def prompt_indices(n_pool: int, iteration: int, batch: int, rank: int, world: in
         epoch, i = divmod(pos, n_pool)
         out.append(int(torch.randperm(n_pool, generator=torch.Generator().manual_seed(seed * 7919 + epoch))[i]))
     return out
+
+
+def check_groups(cfg: PPOConfig) -> None:
+    """Samples per prompt that divide the batch, and a group baseline only where there are groups."""
+    require_int(cfg.group_size, 1, "--group-size", "a number of samples per prompt")
+    if cfg.batch_size % cfg.group_size:
+        raise InputError(f"batch size {cfg.batch_size} is not a multiple of --group-size {cfg.group_size}",
+                         field="--group-size")
+    if cfg.advantage not in ESTIMATOR_NAMES:
+        raise InputError(f"unknown estimator '{cfg.advantage}': expected one of {ESTIMATOR_NAMES}", field="--advantage")
+    if cfg.advantage == "rloo" and cfg.group_size < 2:
+        raise InputError("rloo's baseline is the other samples of the same prompt: give --group-size 2 or more",
+                         field="--group-size")
 
 
 def policy_lr(cfg: PPOConfig, iteration: int) -> float:
@@ -176,6 +198,7 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
         raise InputError(problem, field="--reward-scale")
     if cfg.batch_size < cfg.minibatches:
         raise InputError(f"batch_size {cfg.batch_size} < minibatches {cfg.minibatches}", field="--batch-size")
+    check_groups(cfg)
     if cfg.rollout == "vllm" and (problem := vllm_problem()) is not None:
         raise InputError(problem, field="--rollout")  # before any model is loaded
     out = Path(cfg.out)
@@ -190,7 +213,7 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
     tokenizer = load_tokenizer(cfg.policy)
     policy, ref_model, value = _build_models(cfg, tokenizer)
     if reward_model is None:
-        reward_model = load_reward_model(cfg.rm, device=accelerator.device)
+        reward_model = load_reward_model(cfg.rm, device=accelerator.device, bf16=cfg.rm_bf16)
     if cfg.reward in ("token", "token+sequence") and (level := getattr(reward_model, "level", "token")) != "token":
         raise InputError(f"--reward {cfg.reward} needs per-token rewards, but {cfg.rm} is a {level}-level "
                          "RM: use --reward sequence (or token-shaped, from its prefix scores), or a token RM",
@@ -240,7 +263,10 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
     for it in range(start, cfg.iterations):
         for group in opt_policy.param_groups:  # a pure function of the iteration: resumes exactly
             group["lr"] = policy_lr(cfg, it)
-        idx = prompt_indices(len(pool), it, cfg.batch_size, rank, world, cfg.seed)
+        # group_size samples of each prompt, side by side: rows [g·k, (g+1)·k) share prompt g (group id g).
+        idx = [i for i in prompt_indices(len(pool), it, cfg.batch_size // cfg.group_size, rank, world, cfg.seed)
+               for _ in range(cfg.group_size)]
+        group_ids = torch.arange(len(idx)) // cfg.group_size  # (B,)
         t0 = time.perf_counter()
         batch_prompts = [pool[i] for i in idx]
         rollout = (generate(raw_policy, batch_prompts, tokenizer.eos_token_id, pad_id, sampling, cfg.micro_batch)
@@ -252,7 +278,8 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
             # cfg is a RewardSettings and an UpdateSettings (PPOConfig inherits both).
             exp = make_experience(rollout, rm_out, raw_policy, ref_model, raw_value, beta=kl_ctl.beta, rs=cfg,
                                   gamma=cfg.gamma, lam=cfg.lam, whiten_advantages=cfg.whiten_advantages,
-                                  temperature=cfg.temperature, micro_batch=cfg.micro_batch, iteration=it + 1)
+                                  temperature=cfg.temperature, micro_batch=cfg.micro_batch, iteration=it + 1,
+                                  estimator=cfg.advantage, group_ids=group_ids)
             t2 = time.perf_counter()
             stats = ppo_update(exp, policy, value, (opt_policy, opt_value), us=cfg, accelerator=accelerator,
                                iteration=it + 1)

@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 
 from fgalign.rl.kl import kl_per_token
-from fgalign.rl.ppo import explained_variance, gae, masked_mean, policy_loss, value_loss
+from fgalign.rl.advantages import estimate_advantages
+from fgalign.rl.ppo import explained_variance, masked_mean, policy_loss, value_loss
 from fgalign.rl.rewards import (RewardMode, RewardScale, TokenCenter, compose_rewards, masked_whiten, rm_rewards,
                                 truncation_penalty)
 from fgalign.rl.scoring import in_micro_batches, policy_logprobs, values_of
@@ -97,8 +98,9 @@ def reference_context(policy, ref_model):
 @torch.no_grad()
 def make_experience(rollout: Rollout, rm_out, policy, ref_model, value_model, beta: float, rs: RewardSettings,
                     gamma: float, lam: float, whiten_advantages: bool, temperature: float, micro_batch: int,
-                    iteration: int = 0) -> Experience:
-    """Score a rollout with π_old, π_ref and V, then rewards → GAE. No parameter changes."""
+                    iteration: int = 0, estimator: str = "gae", group_ids: Tensor | None = None) -> Experience:
+    """Score a rollout with π_old, π_ref and V, then rewards → advantages (`estimator`, fgalign.rl.advantages;
+    `group_ids` (B,) marks samples of the same prompt). No parameter changes."""
     mask, last = rollout.response_mask, rollout.last_index
 
     def log_probs():  # π_old, then π_ref (with LoRA: the same model, so one after the other)
@@ -125,7 +127,8 @@ def make_experience(rollout: Rollout, rm_out, policy, ref_model, value_model, be
     kl = kl_per_token(logprobs, ref_logprobs, mask, rs.kl_estimator)
     rewards = compose_rewards(rm, kl, beta, mask, clip=rs.reward_clip)
     check_finite("rewards", rewards, iteration)
-    advantages, returns = gae(rewards, values, mask, gamma, lam)
+    advantages, returns = estimate_advantages(estimator, rewards, values, mask, gamma=gamma, lam=lam,
+                                              group_ids=None if group_ids is None else group_ids.to(mask.device))
     if whiten_advantages:
         advantages = masked_whiten(advantages, mask)
     check_finite("advantages", advantages, iteration)
