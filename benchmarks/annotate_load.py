@@ -44,7 +44,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from fgalign.annotate.admin import init
-    from fgalign.annotate.commands import InitConfig
+    from fgalign.annotate.options import InitConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         pairs = [{"prompt": f"List 3 things, case {i}:", "chosen": f" apple, pear, plum number {i}.",

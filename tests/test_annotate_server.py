@@ -10,8 +10,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from _annotate_server import PAIRS, Annotator, add_users, csrf_of, make_db, server_process, server_thread
+from _annotate_server import (PAIRS, Annotator, add_users, backend, csrf_of, make_db,  # noqa: F401
+                              parametrize_backends, server_process, server_thread, sqlite_only)
 from fgalign.annotate import db as annotate_db
+
+pytest_generate_tests = parametrize_backends
 
 
 def submissions(db: str) -> list[tuple[int, int, str]]:
@@ -122,8 +125,8 @@ def test_diff_endpoint_labels_what_the_edit_changes(tmp_path):
         alice = Annotator(base, tokens["alice"])
         aid = alice.next()["assignment"]
         view = alice.post(f"/api/item/{aid}/diff", {"text": " apple, pear, plum."}).json()
-        assert [w for w, lab in view["original_tokens"] if lab == -1] == ["dog"]
-        assert [w for w, lab in view["edited_tokens"] if lab == 1] == ["pear"]
+        assert [c["t"] for c in view["original_tokens"] if c["l"] == -1] == ["dog"]
+        assert [c["t"] for c in view["edited_tokens"] if c["l"] == 1] == ["pear"]
         assert ["dog", -1] in view["original"] and ["pear", 1] in view["edited"]
         assert not view["over"]
         assert alice.post(f"/api/item/{aid}/diff", {"text": "completely different text here"}).json()["over"]
@@ -219,7 +222,7 @@ def test_sigkill_loses_no_acknowledged_submission(tmp_path):
 
 def test_annotator_can_choose_the_preferred_response_and_it_is_recorded(tmp_path):
     from fgalign.annotate.admin import export
-    from fgalign.annotate.commands import ExportConfig
+    from fgalign.annotate.options import ExportConfig
     from fgalign.data import read_records
 
     db = make_db(tmp_path, PAIRS[:2], choose_preferred=True)

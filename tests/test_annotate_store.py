@@ -2,18 +2,22 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
-from _annotate_server import PAIRS, add_users, make_db, write_pairs
+from _annotate_server import (PAIRS, add_users, backend, make_db, new_db, parametrize_backends,  # noqa: F401
+                              sqlite_only, write_pairs)
 from fgalign.annotate import db as annotate_db, queue
 from fgalign.annotate.admin import export, stats
 from fgalign.annotate.agreement import cohen_kappa
-from fgalign.annotate.commands import DEFAULT_MAX_EDIT_RATIO, ExportConfig, StatsConfig
+from fgalign.annotate.options import DEFAULT_MAX_EDIT_RATIO, ExportConfig, StatsConfig
 from fgalign.cli import main
 from fgalign.errors import InputError
+
+pytest_generate_tests = parametrize_backends
 
 
 def user_ids(db: str) -> dict[str, int]:
@@ -26,10 +30,12 @@ def user_ids(db: str) -> dict[str, int]:
 
 def test_init_refuses_an_existing_database_and_bad_pairs(tmp_path, capsys):
     db = make_db(tmp_path)
-    before = (tmp_path / "annotations.db").stat().st_size
     assert main(["annotate", "init", "--pairs", str(tmp_path / "pairs.jsonl"), "--db", db]) == 2
     assert "already exists" in capsys.readouterr().err
-    assert (tmp_path / "annotations.db").stat().st_size == before
+    engine = annotate_db.open_db(db)  # the first database is untouched
+    with engine.begin() as conn:
+        assert conn.execute(select(func.count()).select_from(annotate_db.items)).scalar_one() == len(PAIRS)
+    engine.dispose()
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(PAIRS[0]) + "\n" + '{"prompt": "p", "chosen": "c"}\n')
@@ -55,6 +61,10 @@ def test_schema_version_guards_the_database(tmp_path):
     engine.dispose()
     with pytest.raises(InputError, match="schema version 999"):
         annotate_db.open_db(db)
+
+
+@sqlite_only
+def test_a_file_that_is_not_a_database_is_refused(tmp_path):
     (tmp_path / "junk.db").write_bytes(b"not a database at all" * 100)
     with pytest.raises(InputError):
         annotate_db.open_db(str(tmp_path / "junk.db"))
@@ -112,6 +122,7 @@ def test_bad_submissions_are_refused_with_a_message(tmp_path):
     engine.dispose()
 
 
+@sqlite_only
 def test_cohen_kappa_by_hand():
     a = [0, 0, -1, 0, -1, 0, 0, 0, -1, 0]
     b = [0, -1, -1, 0, 0, 0, 0, 0, -1, 0]
@@ -151,8 +162,11 @@ def test_stats_agreement_and_export_feed_train_rm_reader(tmp_path, capsys):
     assert [(p["source"], p["identical_share"]) for p in result["pairs"]] == [("pairs.jsonl:1", 1.0),
                                                                              ("pairs.jsonl:2", 0.0)]
     assert result["pairs"][0]["kappa"] == pytest.approx(1.0) and 0 < result["pairs"][1]["kappa"] < 1
+    assert ag["item_agreement"] == pytest.approx((1.0 + result["pairs"][1]["kappa"]) / 2)
     out = capsys.readouterr().out
-    assert "Cohen's kappa" in out and "pairs.jsonl:2: kappa" in out
+    assert "Cohen's kappa, pooled over labels" in out and "agreement per item" in out
+    assert "{" not in out  # tables, no Python dict (the verdicts used to print as one)
+    assert re.search(r"verdict: rewrite\s*│\s*1", out) and re.search(r"pairs\.jsonl:2\s*│\s*0\.571", out)
 
     out = tmp_path / "edits.jsonl"
     summary = export(ExportConfig(db=db, out=str(out), adjudicate="majority"))
@@ -188,18 +202,22 @@ def test_users_cli_prints_a_one_time_link(tmp_path, capsys):
     assert link.startswith("http://127.0.0.1:8000/login/") and len(token) >= 40
     assert main(["annotate", "users", "add", "alice", "--db", db]) == 2
     assert main(["annotate", "users", "add", "bad name!", "--db", db]) == 2
-    raw = (tmp_path / "annotations.db").read_bytes() + (tmp_path / "annotations.db-wal").read_bytes() \
-        if (tmp_path / "annotations.db-wal").exists() else (tmp_path / "annotations.db").read_bytes()
-    assert token.encode() not in raw  # stored hashed only
+    engine = annotate_db.open_db(db)
+    with engine.begin() as conn:
+        stored = [str(v) for row in conn.execute(select(annotate_db.users)) for v in row]
+    engine.dispose()
+    assert token not in " ".join(stored)  # stored hashed only
     assert main(["annotate", "users", "link", "nobody", "--db", db]) == 2
 
 
+@sqlite_only
 def test_minimality_threshold_is_the_edit_stage_default():
     from fgalign.editors.stage import EditConfig
 
     assert DEFAULT_MAX_EDIT_RATIO == EditConfig.__dataclass_fields__["max_edit_ratio"].default
 
 
+@sqlite_only
 def test_pairs_with_chat_messages_are_refused_with_their_line(tmp_path):
     from fgalign.annotate.admin import read_pairs
 
@@ -210,7 +228,7 @@ def test_pairs_with_chat_messages_are_refused_with_their_line(tmp_path):
         read_pairs(str(path))
 
 
-def test_export_trains_a_reward_model_and_feeds_the_pipeline(tmp_path, tiny_policy_dir):
+def test_export_trains_a_reward_model_and_feeds_the_pipeline(tmp_path, tiny_policy_dir, backend):
     from fgalign.pipeline import PipelineConfig, check_same_edits, use_edits
     from fgalign.train.reward import RewardConfig, run as train_rm
 
@@ -220,6 +238,8 @@ def test_export_trains_a_reward_model_and_feeds_the_pipeline(tmp_path, tiny_poli
                              ("edited", " cat, dog, cow."), ("identical", None)]})
     out = tmp_path / "edits.jsonl"
     export(ExportConfig(db=db, out=str(out)))
+    if backend == "postgresql":
+        return  # the rest does not read the database
     rm = tmp_path / "rm"
     train_rm(RewardConfig(data=str(out), out=str(rm), model=str(tiny_policy_dir), batch_size=2, max_steps=2,
                           warmup_ratio=0.0, logging_steps=100, device="cpu"))
@@ -242,6 +262,7 @@ def test_export_trains_a_reward_model_and_feeds_the_pipeline(tmp_path, tiny_poli
         use_edits(str(no_edits), tmp_path / "y.jsonl")
 
 
+@sqlite_only
 def test_pipeline_refuses_a_bad_edits_file_before_training(tmp_path, capsys):
     from pathlib import Path
 
@@ -253,6 +274,7 @@ def test_pipeline_refuses_a_bad_edits_file_before_training(tmp_path, capsys):
     assert not (tmp_path / "run" / "sft").exists()
 
 
+@sqlite_only
 def test_any_sqlalchemy_url_is_accepted(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'by_url.db'}"
     pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS[:2])

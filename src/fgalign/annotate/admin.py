@@ -1,4 +1,4 @@
-"""What the admin sub-commands do: init, users, serve, stats, export."""
+"""What the admin sub-commands do: init, serve, stats, export, migrate (users: users.py)."""
 from __future__ import annotations
 
 import ipaddress
@@ -7,11 +7,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
-from fgalign.annotate import accounts, db
-from fgalign.annotate.commands import ExportConfig, InitConfig, ServeConfig, StatsConfig, UsersConfig
+from fgalign.annotate import db
+from fgalign.annotate.options import ExportConfig, InitConfig, MigrateConfig, ServeConfig, StatsConfig
 from fgalign.errors import InputError
+
+FIELDS = ("prompt", "chosen", "rejected")
+MAX_GUIDELINES = 200_000  # characters of Markdown
+SHOWN = 5  # warnings listed one by one before "... and N more"
 
 
 def load_tokenizer(path: str | None) -> Any:
@@ -29,6 +31,11 @@ def read_pairs(path: str) -> list[dict]:
 
     rows = []
     for loc, obj in iter_raw(path):
+        for name in FIELDS:  # this app takes plain strings only: say so, without offering chat messages
+            value = obj.get(name) if isinstance(obj, dict) else None
+            if value is not None and not isinstance(value, (str, list)):
+                raise InputError(f"expected a string, got {type(value).__name__}: {value!r:.80}", path=path,
+                                 field=name, **loc)
         rec = validate_record(obj, path=path, **loc)
         if rec.conversational:
             raise InputError("chat-message records are not supported by the annotation app yet; give plain "
@@ -42,40 +49,102 @@ def read_pairs(path: str) -> list[dict]:
     return rows
 
 
-def init(cfg: InitConfig) -> None:
+def max_length_of(tokenizer_dir: str, tokenizer: Any) -> int | None:
+    """The reward model's limit as train-rm finds it: the model config's positions, else the tokenizer's."""
+    config = Path(tokenizer_dir) / "config.json"
+    if config.is_file():
+        with open(config) as f:
+            cfg = json.load(f)
+        for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+            if isinstance(cfg.get(key), int):
+                return cfg[key]
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and limit < 1_000_000 else None
+
+
+def too_long(rows: list[dict], tokenizer: Any, max_length: int) -> list[tuple[int, int]]:
+    """(row index, tokens) of the items whose prompt plus longer response (with EOS) exceed `max_length`:
+    train-rm counts a pair the same way and leaves it out."""
+    from fgalign.data.tokenize import encode_prompt, encode_response
+
+    out = []
+    for k, r in enumerate(rows):
+        n = len(encode_prompt(tokenizer, r["prompt"])) + max(len(encode_response(tokenizer, r["chosen"])),
+                                                            len(encode_response(tokenizer, r["rejected"])))
+        if n > max_length:
+            out.append((k, n))
+    return out
+
+
+def warn(lines: list[str], what: str) -> None:
+    if lines:
+        print(f"fgalign annotate init: warning: {len(lines)} {what}:", file=sys.stderr)
+        for line in lines[:SHOWN]:
+            print(f"  {line}", file=sys.stderr)
+        if len(lines) > SHOWN:
+            print(f"  ... and {len(lines) - SHOWN} more", file=sys.stderr)
+
+
+def read_guidelines(path: str | None) -> str:
+    if not path:
+        return ""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("no such guidelines file", path=path, field="--guidelines")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"is not UTF-8 text ({e.reason} at byte {e.start})", path=path, field="--guidelines") from None
+    if len(text) > MAX_GUIDELINES:
+        raise InputError(f"is {len(text):,} characters long; at most {MAX_GUIDELINES:,}", path=path,
+                         field="--guidelines")
+    return text
+
+
+def init(cfg: InitConfig) -> dict:
     if cfg.overlap < 1:
         raise InputError(f"must be at least 1, got {cfg.overlap}", field="--overlap")
     if not 0 < cfg.max_edit_ratio <= 1:
         raise InputError(f"must be in (0, 1], got {cfg.max_edit_ratio}", field="--max-edit-ratio")
     if cfg.timeout_minutes <= 0:
         raise InputError(f"must be positive, got {cfg.timeout_minutes}", field="--timeout-minutes")
+    if cfg.max_length is not None and cfg.max_length < 2:
+        raise InputError(f"must be at least 2 tokens, got {cfg.max_length}", field="--max-length")
+    if cfg.drop_too_long and not cfg.tokenizer:
+        raise InputError("needs --tokenizer (lengths are counted in its tokens)", field="--drop-too-long")
+    guidelines = read_guidelines(cfg.guidelines)
     rows = read_pairs(cfg.pairs)
-    tokenizer = str(Path(cfg.tokenizer).resolve()) if cfg.tokenizer else ""
-    load_tokenizer(tokenizer)  # refuse a bad tokenizer now, not when the server starts
-    engine = db.create(cfg.db, {"overlap": cfg.overlap, "tokenizer": tokenizer, "label_mode": cfg.label_mode,
+    warn([r["source"] for r in rows if r["chosen"] == r["rejected"]],
+         "pairs where chosen equals rejected (nothing to prefer; an edit of it teaches nothing)")
+    warn([r["source"] for r in rows if not r["rejected"].strip()],
+         "pairs with an empty rejected response (nothing to edit: annotators can only rewrite it)")
+    tokenizer_dir = str(Path(cfg.tokenizer).resolve()) if cfg.tokenizer else ""
+    tokenizer = load_tokenizer(tokenizer_dir)  # refuse a bad tokenizer now, not when the server starts
+    long_rows: list[tuple[int, int]] = []
+    limit = None
+    if tokenizer is not None:
+        limit = cfg.max_length or max_length_of(tokenizer_dir, tokenizer)
+        if limit:
+            long_rows = too_long(rows, tokenizer, limit)
+            action = "left out (--drop-too-long)" if cfg.drop_too_long else \
+                "kept; train-rm will leave them out — --drop-too-long drops them here"
+            warn([f"{rows[k]['source']}: {n} tokens" for k, n in long_rows],
+                 f"pairs longer than the reward model's {limit} tokens, {action}")
+    if cfg.drop_too_long:
+        drop = {k for k, _ in long_rows}
+        rows = [r for k, r in enumerate(rows) if k not in drop]
+        if not rows:
+            raise InputError(f"every pair is longer than {limit} tokens; nothing left to annotate", path=cfg.pairs)
+    engine = db.create(cfg.db, {"overlap": cfg.overlap, "tokenizer": tokenizer_dir, "label_mode": cfg.label_mode,
                                 "max_edit_ratio": cfg.max_edit_ratio, "timeout": cfg.timeout_minutes * 60,
-                                "choose_preferred": int(cfg.choose_preferred), "pairs": str(Path(cfg.pairs).resolve())})
+                                "choose_preferred": int(cfg.choose_preferred), "guidelines": guidelines,
+                                "max_length": limit or "", "pairs": str(Path(cfg.pairs).resolve())})
     with engine.begin() as conn:
         conn.execute(db.items.insert(), [{**r, "position": i} for i, r in enumerate(rows)])
     engine.dispose()
     print(f"fgalign annotate: {len(rows)} pairs × overlap {cfg.overlap} → {cfg.db}\n"
           f"next: fgalign annotate users add NAME --db {cfg.db}")
-
-
-def users_cmd(cfg: UsersConfig) -> None:
-    engine = db.open_db(cfg.db)
-    try:
-        with engine.begin() as conn:
-            if cfg.action == "list":
-                for row in conn.execute(select(db.users.c.name, db.users.c.login_hash).order_by(db.users.c.name)):
-                    print(f"{row.name}\t{'link not used yet' if row.login_hash else 'logged in'}")
-                return
-            if not cfg.name:
-                raise InputError(f"`users {cfg.action}` needs a NAME", field="name")
-            token = (accounts.add_user if cfg.action == "add" else accounts.new_link)(conn, cfg.name)
-    finally:
-        engine.dispose()
-    print(f"login link for {cfg.name} (works once; send it privately):\n{cfg.url.rstrip('/')}/login/{token}")
+    return {"items": len(rows), "too_long": len(long_rows), "dropped": len(long_rows) if cfg.drop_too_long else 0}
 
 
 def serve(cfg: ServeConfig) -> None:
@@ -97,13 +166,15 @@ def serve(cfg: ServeConfig) -> None:
 
 def stats(cfg: StatsConfig) -> dict:
     from fgalign.annotate.agreement import compute
+    from fgalign.annotate.diffview import DEFAULT_LABEL_MODE
+    from fgalign.annotate.stats_table import print_stats
 
     engine = db.open_db(cfg.db)
     try:
         s = db.read_settings(engine)
         tokenizer = load_tokenizer(s.get("tokenizer"))
         with engine.begin() as conn:
-            result = compute(conn, int(s["overlap"]), tokenizer, s.get("label_mode", "tokens"))
+            result = compute(conn, int(s["overlap"]), tokenizer, s.get("label_mode", DEFAULT_LABEL_MODE))
     finally:
         engine.dispose()
     if cfg.json_:
@@ -111,38 +182,6 @@ def stats(cfg: StatsConfig) -> dict:
     else:
         print_stats(result, "token" if tokenizer is not None else "word")
     return result
-
-
-def _fmt(x: float | None, digits: int = 3) -> str:
-    return "–" if x is None else f"{x:.{digits}f}"
-
-
-def print_stats(r: dict, unit: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    ag = r["agreement"]
-    console.print(f"pairs {r['items']}, overlap {r['overlap']}: {r['submissions']} of {r['needed']} submissions "
-                  f"({r['items_complete']} pairs complete, {r['items_started']} started); verdicts {r['verdicts']}")
-    console.print(f"agreement over {ag['annotator_pairs']} annotator pairs ({ag['labels_compared']} {unit} labels): "
-                  f"Cohen's kappa {_fmt(ag['kappa'])}, identical edits {_fmt(ag['identical_share'])}")
-    table = Table(title="annotators")
-    for col in ("annotator", "done", "edited", "no fix", "rewrite", "mean s", "kappa", "same edit"):
-        table.add_column(col, justify="left" if col == "annotator" else "right")
-    for name, a in r["annotators"].items():
-        table.add_row(name, str(a["submitted"]), str(a["edited"]), str(a["identical"]), str(a["rewrite"]),
-                      _fmt(a["mean_seconds"], 1), _fmt(a["kappa_vs_others"]), _fmt(a["identical_share"]))
-    console.print(table)
-    console.print("kappa: against the other annotators of the same pairs; same edit: share of those pairs "
-                  "where the edits were identical")
-    split = sorted((p for p in r["pairs"] if p["identical_share"] < 1),
-                   key=lambda p: (p["identical_share"], -1 if p["kappa"] is None else p["kappa"]))
-    if split:
-        console.print(f"{len(split)} pairs with different edits; least agreement first (--json lists every pair):")
-        for p in split[:5]:
-            console.print(f"  {p['source']}: kappa {_fmt(p['kappa'])}, same edit {p['identical_share']:.2f} "
-                          f"({', '.join(p['annotators'])})")
 
 
 def export(cfg: ExportConfig) -> dict:
@@ -162,3 +201,12 @@ def export(cfg: ExportConfig) -> dict:
     save_run_config(cfg.out, cfg, "annotate export", extra={"records": len(records), "left_out": left_out})
     print(f"fgalign annotate export: {len(records)} edit records → {cfg.out}; left out: {left_out or 'nothing'}")
     return {"records": len(records), "left_out": left_out}
+
+
+def migrate(cfg: MigrateConfig) -> list[str]:
+    from fgalign.annotate.migrate import migrate as run_steps
+
+    done = run_steps(cfg.db)
+    print("fgalign annotate migrate: " + ("; ".join(done) if done else
+                                          f"already at schema version {db.SCHEMA_VERSION}, nothing to do"))
+    return done

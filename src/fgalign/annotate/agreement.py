@@ -3,9 +3,12 @@
 Agreement is measured where the reward model learns: on the token labels of the rejected response (−1
 mistake / 0 kept) that each annotator's edit produces. For every item done by two or more annotators,
 each pair of annotators gives Cohen's kappa over those labels and whether the two edits are identical.
-Overall and per-annotator kappas pool the label pairs of all their comparisons (a kappa per item is
-undefined when both leave everything at 0, the usual case for a good response, so item kappas are not
-averaged). "Needs a rewrite" verdicts have no labels and are left out of the kappas.
+Overall and per-annotator kappas pool the label pairs of all their comparisons. A pooled kappa is
+dominated by long items (one 2,000-token item can outweigh fifty short ones), so `item_agreement` is
+reported beside it: per item, the mean over its annotator pairs of their kappa, and the mean of that over
+items. A pair's kappa is undefined when both leave every label at one value (usually 0: nothing to fix);
+their labels are then identical, which counts as agreement 1. "Needs a rewrite" verdicts have no labels and
+are left out of the kappas.
 """
 from __future__ import annotations
 
@@ -16,8 +19,8 @@ from typing import Any, Sequence
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from fgalign.annotate.db import assignments, items, users
-from fgalign.annotate.diffview import rejected_token_labels
+from fgalign.annotate.db import assignments, items, submissions as submission_rows, users
+from fgalign.annotate.diffview import DEFAULT_LABEL_MODE, rejected_token_labels
 
 
 def cohen_kappa(a: Sequence[int], b: Sequence[int]) -> float | None:
@@ -44,7 +47,14 @@ def submissions(conn: Connection) -> list[dict]:
     return [dict(r._mapping) for r in rows]
 
 
-def compute(conn: Connection, overlap: int, tokenizer: Any = None, mode: str = "tokens") -> dict:
+def pair_agreement(a: Sequence[int], b: Sequence[int]) -> float:
+    """One annotator pair's agreement on one item: their kappa, or 1.0 where it is undefined (both gave
+    one and the same label everywhere)."""
+    kappa = cohen_kappa(a, b)
+    return (1.0 if list(a) == list(b) else 0.0) if kappa is None else kappa
+
+
+def compute(conn: Connection, overlap: int, tokenizer: Any = None, mode: str = DEFAULT_LABEL_MODE) -> dict:
     n_items = conn.execute(select(func.count()).select_from(items)).scalar_one()
     subs = submissions(conn)
     by_item: dict[int, list[dict]] = defaultdict(list)
@@ -67,6 +77,7 @@ def compute(conn: Connection, overlap: int, tokenizer: Any = None, mode: str = "
         item_a: list[int] = []
         item_b: list[int] = []
         item_pairs = item_same = 0
+        pair_scores: list[float] = []
         for s, t in itertools.combinations(labelled, 2):
             if s["swapped"] != t["swapped"]:
                 continue  # they edited different responses: no common tokens to compare
@@ -80,6 +91,7 @@ def compute(conn: Connection, overlap: int, tokenizer: Any = None, mode: str = "
             pooled_b += lb
             item_a += la
             item_b += lb
+            pair_scores.append(pair_agreement(la, lb))
             for x, y, lx, ly in ((s, t, la, lb), (t, s, lb, la)):
                 u = per_user[x["user"]]
                 u["a"] += lx
@@ -89,14 +101,26 @@ def compute(conn: Connection, overlap: int, tokenizer: Any = None, mode: str = "
         if item_pairs:
             per_item.append({"item": item_id, "source": subs_of_item[0]["source"],
                              "annotators": [x["user"] for x in subs_of_item], "kappa": cohen_kappa(item_a, item_b),
-                             "identical_share": item_same / item_pairs})
+                             "identical_share": item_same / item_pairs,
+                             "agreement": sum(pair_scores) / len(pair_scores)})
 
     done = sum(len(v) >= overlap for v in by_item.values())
+    n_submissions = conn.execute(select(func.count()).select_from(submission_rows)).scalar_one()
+    flagged = conn.execute(select(func.count()).select_from(assignments).where(assignments.c.flagged == 1)).scalar_one()
+    commented = conn.execute(select(func.count()).select_from(assignments)
+                             .where(assignments.c.comment.is_not(None))).scalar_one()
+    skipped = conn.execute(select(func.count()).select_from(assignments).where(
+        assignments.c.status == "open", assignments.c.skipped_at.is_not(None))).scalar_one()
     return {
         "items": n_items, "overlap": overlap, "submissions": len(subs), "needed": n_items * overlap,
         "items_complete": done, "items_started": len(by_item),
         "verdicts": dict(Counter(s["verdict"] for s in subs)),
+        "revisions": n_submissions - len(subs),  # resubmissions: submissions beyond each assignment's first
+        "flagged": flagged, "commented": commented, "skipped_for_now": skipped,
         "agreement": {"annotator_pairs": pairs, "kappa": cohen_kappa(pooled_a, pooled_b),
+                      "item_agreement": (sum(p["agreement"] for p in per_item) / len(per_item)) if per_item else None,
+                      "items_compared": len(per_item),
+                      "items_with_different_edits": sum(p["identical_share"] < 1 for p in per_item),
                       "identical_share": same / pairs if pairs else None, "labels_compared": len(pooled_a)},
         "annotators": {name: {"submitted": u["submitted"], "edited": u["edited"], "identical": u["identical"],
                               "rewrite": u["rewrite"],

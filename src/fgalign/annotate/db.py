@@ -18,9 +18,11 @@ from sqlalchemy.engine import Connection, Engine
 
 from fgalign.errors import InputError
 
-# Bump on any change of the tables below; `open_db` refuses a database of another version, so an old
-# database is never read with the wrong meaning (write a migration then, Alembic or by hand).
-SCHEMA_VERSION = 1
+# Bump on any change of the tables below and add the step to migrate.py; `open_db` refuses a database of
+# another version (an older one is brought up with `fgalign annotate migrate`), so a database is never read
+# with the wrong meaning. History: 1 the first release; 2 submission history, reviews, skip, comments and
+# flags, roles, expiring links, last login.
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -47,6 +49,10 @@ users = Table(
     Column("name", String(64), nullable=False, unique=True),
     Column("login_hash", String(64), unique=True),  # sha256 of the one-time login token; NULL once used
     Column("created_at", Float, nullable=False),
+    Column("role", String(16), nullable=False, server_default="annotator"),  # annotator | reviewer
+    Column("link_expires_at", Float),  # the login link stops working then
+    Column("last_login_at", Float),
+    Column("removed_at", Float),  # `users remove`: no login, no sessions; their submissions stay
 )
 
 sessions = Table(  # a browser's login; the cookie holds the token, the table only its hash
@@ -73,16 +79,51 @@ assignments = Table(
     Column("edited", Text),
     Column("edit_ratio", Float),
     Column("seconds", Float, nullable=False, default=0.0),  # time on task, summed over visits
-    Column("submitted_at", Float),
+    Column("submitted_at", Float),  # the latest submission (all of them: the submissions table)
+    Column("skipped_at", Float),  # "skip for now": handed out again after the annotator's other work
+    Column("comment", Text),  # the annotator's note on the item (for the managers; exported in meta)
+    Column("flagged", Integer, nullable=False, server_default="0"),  # "flag this item" (bad prompt, unclear...)
     UniqueConstraint("item_id", "user_id", name="one_assignment_per_user_and_item"),
     Index("assignments_by_status", "status", "active_at"),
     Index("assignments_by_user", "user_id", "assigned_at"),
 )
 
 
+submissions = Table(  # every submission of an assignment, resubmissions included (the latest is on assignments)
+    "submissions", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("assignment_id", Integer, ForeignKey("assignments.id"), nullable=False),
+    Column("verdict", String(16), nullable=False),
+    Column("edited", Text),
+    Column("swapped", Integer, nullable=False, server_default="0"),
+    Column("edit_ratio", Float),
+    Column("seconds", Float, nullable=False, server_default="0"),  # the assignment's time on task by then
+    Column("submitted_at", Float, nullable=False),
+    Index("submissions_by_assignment", "assignment_id", "submitted_at"),
+)
+
+reviews = Table(  # a reviewer's decision on an item whose annotators disagreed; the latest one counts
+    "reviews", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("item_id", Integer, ForeignKey("items.id"), nullable=False),
+    Column("reviewer_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("accepted_assignment_id", Integer, ForeignKey("assignments.id")),  # NULL: the reviewer wrote it
+    Column("verdict", String(16), nullable=False),  # edited | identical | rewrite
+    Column("edited", Text),
+    Column("swapped", Integer, nullable=False, server_default="0"),
+    Column("created_at", Float, nullable=False),
+    Index("reviews_by_item", "item_id", "created_at"),
+)
+
+
 def db_url(db: str) -> str:
-    """A SQLAlchemy URL as is; anything else is a SQLite file path."""
-    return db if "://" in db else f"sqlite:///{Path(db).resolve()}"
+    """A SQLAlchemy URL (postgresql:// goes through psycopg 3); anything else is a SQLite file path."""
+    if "://" not in db:
+        return f"sqlite:///{Path(db).resolve()}"
+    for plain in ("postgresql://", "postgres://"):
+        if db.startswith(plain):
+            return "postgresql+psycopg://" + db[len(plain):]
+    return db
 
 
 def make_engine(db: str) -> Engine:
@@ -120,7 +161,7 @@ def exists(db: str) -> bool:
     """Whether `db` already holds an annotation database (or, for a file path, anything at all)."""
     if "://" not in db:
         return Path(db).exists()
-    engine = create_engine(db)
+    engine = create_engine(db_url(db))
     try:
         return inspect(engine).has_table("settings")
     finally:
@@ -142,8 +183,9 @@ def create(db: str, values: dict[str, str]) -> Engine:
     return engine
 
 
-def open_db(db: str) -> Engine:
-    """An engine on an existing annotation database of this schema version, or a clear InputError."""
+def open_db(db: str, any_version: bool = False) -> Engine:
+    """An engine on an existing annotation database of this schema version (of any version with
+    `any_version`, for migrate.py), or a clear InputError."""
     if "://" not in db and not Path(db).is_file():
         raise InputError("no such annotation database; create it with `fgalign annotate init`", path=db,
                          field="db")
@@ -158,10 +200,13 @@ def open_db(db: str) -> Engine:
     except Exception as e:  # noqa: BLE001 - a file that is not a database at all
         engine.dispose()
         raise InputError(f"cannot open as a database: {e}", path=db, field="db") from None
-    if version != str(SCHEMA_VERSION):
+    if version != str(SCHEMA_VERSION) and not any_version:
         engine.dispose()
-        raise InputError(f"has schema version {version}, this fgalign reads version {SCHEMA_VERSION}; "
-                         "migrate it or use the fgalign that created it", path=db, field="db")
+        older = version is not None and version.isdigit() and int(version) < SCHEMA_VERSION
+        hint = ("back it up, then run `fgalign annotate migrate --db ...`" if older
+                else "use the fgalign that created it")
+        raise InputError(f"has schema version {version}, this fgalign reads version {SCHEMA_VERSION}; {hint}",
+                         path=db, field="db")
     return engine
 
 

@@ -4,7 +4,11 @@ A record is the pair with `edited` set; `meta` keeps the pair's own meta plus th
 spent, the edit ratio and the item's source line. "Needs a rewrite" verdicts are never exported as edits;
 "nothing to fix" ones are (edited == rejected: the readers skip and count them, as for any no-op edit).
 
-Adjudication when several annotators did a pair:
+A reviewer's decision (review.py) wins over adjudication: a reviewed pair gives one record, the reviewed edit
+(or nothing for a "rewrite" decision), with `reviewed_by` and `accepted` in meta. A resubmitted assignment is
+exported with its latest submission; `meta.revisions` counts its submissions.
+
+Adjudication when several annotators did a pair and no reviewer decided:
 - `all`: one record per submission;
 - `first`: the earliest submission of each pair;
 - `majority`: the outcome (an exact edited text, or "rewrite") most annotators gave, if it beats every other
@@ -14,11 +18,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from types import SimpleNamespace
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from fgalign.annotate.db import assignments, items, users
+from fgalign.annotate.db import assignments, items, submissions, users
+from fgalign.annotate.queue import edit_ratio
+from fgalign.annotate.review import latest_reviews
 
 ADJUDICATION = ("majority", "first", "all")
 
@@ -26,7 +33,11 @@ ADJUDICATION = ("majority", "first", "all")
 def _record(item, sub) -> dict:
     swapped = bool(sub.swapped)
     meta = {**json.loads(item.meta), "source": item.source, "annotator": sub.user, "seconds": round(sub.seconds, 1),
-            "edit_ratio": sub.edit_ratio, "verdict": sub.verdict}
+            "edit_ratio": sub.edit_ratio, "verdict": sub.verdict, "revisions": sub.revisions}
+    if sub.comment:
+        meta["comment"] = sub.comment
+    if sub.flagged:
+        meta["flagged"] = True
     if swapped:  # the annotator preferred the file's rejected response: their choice is the record's
         meta["preference"] = "annotator (swapped)"
     return {"prompt": item.prompt, "chosen": item.rejected if swapped else item.chosen,
@@ -36,17 +47,29 @@ def _record(item, sub) -> dict:
 def collect(conn: Connection, adjudicate: str) -> tuple[list[dict], dict]:
     """The records to export and counts of what was left out."""
     item_rows = {r.id: r for r in conn.execute(select(items).order_by(items.c.position))}
+    revisions = (select(submissions.c.assignment_id, func.count().label("n"))
+                 .group_by(submissions.c.assignment_id).subquery())
     subs = defaultdict(list)
-    for s in conn.execute(select(assignments.c.item_id, assignments.c.verdict, assignments.c.edited,
-                                 assignments.c.swapped, assignments.c.seconds, assignments.c.edit_ratio,
-                                 users.c.name.label("user"))
+    for s in conn.execute(select(assignments.c.id, assignments.c.item_id, assignments.c.verdict,
+                                 assignments.c.edited, assignments.c.swapped, assignments.c.seconds,
+                                 assignments.c.edit_ratio, assignments.c.comment, assignments.c.flagged,
+                                 func.coalesce(revisions.c.n, 1).label("revisions"), users.c.name.label("user"))
                           .join(users, users.c.id == assignments.c.user_id)
+                          .outerjoin(revisions, revisions.c.assignment_id == assignments.c.id)
                           .where(assignments.c.status == "submitted")
                           .order_by(assignments.c.submitted_at, assignments.c.id)):
         subs[s.item_id].append(s)
+    reviewed = latest_reviews(conn)
     records, counts = [], Counter()
     for item_id, item in item_rows.items():
         chosen_subs = subs.get(item_id, [])
+        if item_id in reviewed:
+            rec = _reviewed(item, reviewed[item_id], chosen_subs)
+            if rec is None:
+                counts["reviewed as needing a rewrite"] += 1
+            else:
+                records.append(rec)
+            continue
         if not chosen_subs:
             counts["pairs without submissions"] += 1
             continue
@@ -70,3 +93,19 @@ def collect(conn: Connection, adjudicate: str) -> tuple[list[dict], dict]:
                 rec["meta"]["votes"] = f"{n}/{len(subs[item_id])}"
             records.append(rec)
     return records, dict(counts)
+
+
+def _reviewed(item, review: dict, subs: list) -> dict | None:
+    """The record of a reviewed pair: the reviewer's decision, credited to the annotator it accepted."""
+    if review["verdict"] == "rewrite":
+        return None
+    accepted = next((s for s in subs if s.id == review["accepted_assignment_id"]), None)
+    original = item.chosen if review["swapped"] else item.rejected
+    rec = _record(item, SimpleNamespace(
+        swapped=review["swapped"], edited=review["edited"], verdict=review["verdict"],
+        user=accepted.user if accepted else review["reviewer"], seconds=accepted.seconds if accepted else 0.0,
+        edit_ratio=edit_ratio(original, review["edited"]), revisions=accepted.revisions if accepted else 1,
+        comment=accepted.comment if accepted else None, flagged=accepted.flagged if accepted else 0))
+    rec["meta"].update(reviewed_by=review["reviewer"], accepted=accepted.user if accepted else "reviewer's own edit",
+                       annotators=[s.user for s in subs])
+    return rec
