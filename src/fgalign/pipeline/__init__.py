@@ -28,7 +28,7 @@ from fgalign.labels.stage import marked_text
 from fgalign.models.policy import load_causal_lm, load_tokenizer
 from fgalign.models.reward import load_reward_model
 from fgalign.pairs.stage import SampleConfig, run as sample
-from fgalign.pipeline.plan import check_stored_configs, planned_stages, ppo_config, rm_config
+from fgalign.pipeline.plan import check_stored_configs, planned_stages, ppo_config, rm_config, trained_rms
 from fgalign.report.summary import results_table, write_report
 from fgalign.rl.checkpoint import latest_checkpoint
 from fgalign.rl.metrics_log import LOG_FILE
@@ -216,7 +216,7 @@ def run(cfg: PipelineConfig) -> dict:
     if cfg.methods and (unknown := set(cfg.methods) - set(cfgs["methods"])):
         raise InputError(f"unknown method(s) {sorted(unknown)}; expected {sorted(cfgs['methods'])}", field="--methods")
     if cfgs["best_of_n"] is not None:
-        rms = sorted({str(run_dir / spec["rm"]) for spec in methods.values()})
+        rms = [str(run_dir / name) for name in trained_rms(methods)]
         cfgs["best_of_n"] = dataclasses.replace(cfgs["best_of_n"], rms=rms)
     stage_configs = planned_stages(cfgs, run_dir, cfg.config, methods, seeds, raw.get("kl_targets") or [],
                                    bool(cfg.edits))
@@ -237,7 +237,7 @@ def run(cfg: PipelineConfig) -> dict:
     show_edits(run_dir / "edits.jsonl", run_dir / "sft")
     stage("sample held-out", run_dir / "heldout_pairs.jsonl", lambda: sample(cfgs["heldout"]))
     stage("edit held-out", run_dir / "heldout_edits.jsonl", lambda: edit(cfgs["edit_heldout"]))
-    needed_rms = {spec["rm"] for spec in methods.values()}
+    needed_rms = trained_rms(methods)
     rm_metrics = {}
     heldout = read_records(run_dir / "heldout_edits.jsonl")
     for rm_name in sorted(needed_rms):

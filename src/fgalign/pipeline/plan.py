@@ -29,8 +29,20 @@ def ppo_config(name: str, spec: dict, seed: int, cfgs: dict, run: Path, subdir: 
     out = run / "ppo" / name / subdir / f"seed{seed}"
     options = {**cfgs["ppo"], **{k: v for k, v in spec.items() if k not in ("rm",)}}
     return from_dict(PPOConfig, options, f"methods.{name}", path, policy=str(run / "sft"),
-                     rm=str(run / spec["rm"]), out=str(out), task=cfgs["task"], seed=seed,
+                     rm=rm_path(spec["rm"], run), out=str(out), task=cfgs["task"], seed=seed,
                      keep_eval_checkpoints=True)
+
+
+ORACLE_RM = "task"  # a method's `rm: task` trains on the task's oracle (rl/oracle_reward.py): no RM to train
+
+
+def rm_path(name: str, run: Path) -> str:
+    return ORACLE_RM if name == ORACLE_RM else str(run / name)
+
+
+def trained_rms(methods: dict) -> list[str]:
+    """The reward models the methods need trained, in a stable order (the oracle is not one)."""
+    return sorted({spec["rm"] for spec in methods.values()} - {ORACLE_RM})
 
 
 def rm_config(name: str, cfgs: dict, run: Path, path: str) -> RewardConfig:
@@ -73,7 +85,7 @@ def planned_stages(cfgs: dict, run: Path, path: str, methods: dict, seeds: list[
         plan.update({"sample": (run / "pairs.jsonl", cfgs["sample"]), "edit": (run / "edits.jsonl", cfgs["edit"])})
     plan.update({"sample held-out": (run / "heldout_pairs.jsonl", cfgs["heldout"]),
                  "edit held-out": (run / "heldout_edits.jsonl", cfgs["edit_heldout"])})
-    for rm_name in sorted({spec["rm"] for spec in methods.values()}):
+    for rm_name in trained_rms(methods):
         if rm_name not in cfgs["rms"]:
             raise InputError(f"method uses unknown reward model '{rm_name}'; define it under `rms`", path=path,
                              field="methods")

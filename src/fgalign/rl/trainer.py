@@ -24,6 +24,7 @@ from fgalign.rl.advantages import ESTIMATOR_NAMES, AdvantageEstimator
 from fgalign.rl.checkpoint import STATE_FILE, check_run_dir, latest_checkpoint, save_checkpoint, save_policy
 from fgalign.rl.kl import make_kl_controller
 from fgalign.rl.metrics_log import MetricsLog
+from fgalign.rl.oracle_reward import TaskRewardModel
 from fgalign.rl.rewards import reward_options_problem
 from fgalign.rl.update import (RewardSettings, TrainingDiverged, UpdateSettings, experience_stats, make_experience,
                                ppo_update)
@@ -41,7 +42,8 @@ class PPOPaths:
     policy: str
     """Initial policy: a local Hugging Face causal-LM directory (the SFT model); also the reference."""
     rm: str
-    """Reward model directory (`fgalign train-rm`), token- or sequence-level."""
+    """Reward model directory (`fgalign train-rm`), token- or sequence-level; or "task": the task's oracle (its
+    gold score; per token, −1 on what its minimal edit changes), to see what PPO reaches with a perfect RM."""
     out: str
     """Output directory: the trained policy (save_pretrained), logs, TensorBoard, checkpoints."""
 
@@ -212,13 +214,15 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
 
     tokenizer = load_tokenizer(cfg.policy)
     policy, ref_model, value = _build_models(cfg, tokenizer)
+    task = task or load_task(cfg.task)
+    if reward_model is None and cfg.rm == "task":  # the oracle itself (a diagnostic: rl/oracle_reward.py)
+        reward_model = TaskRewardModel(task)
     if reward_model is None:
         reward_model = load_reward_model(cfg.rm, device=accelerator.device, bf16=cfg.rm_bf16)
     if cfg.reward in ("token", "token+sequence") and (level := getattr(reward_model, "level", "token")) != "token":
         raise InputError(f"--reward {cfg.reward} needs per-token rewards, but {cfg.rm} is a {level}-level "
                          "RM: use --reward sequence (or token-shaped, from its prefix scores), or a token RM",
                          field="--reward")
-    task = task or load_task(cfg.task)
     prompts = task.prompts("train", cfg.n_prompts, cfg.seed)
     pool = [encode_prompt(tokenizer, p) for p in prompts]
     pool_text = prompts if cfg.log_task_score else None
