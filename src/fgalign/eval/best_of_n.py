@@ -39,7 +39,7 @@ class BestOfNConfig:
     policy: str
     """The sampling policy (usually the SFT model); its own sample is the reference."""
     rms: list[str]
-    """Reward model directories to rank the candidates by."""
+    """Reward model directories to rank the candidates by (may be empty with --judge task: the oracle alone)."""
     task: str = "default"
     """Task name or import path: the prompts, and the judge when --judge task."""
     judge: str = "task"
@@ -117,7 +117,7 @@ def mistake_sensitivity(task, prompts: list[str], candidates: list[list[str]], s
 def run(cfg: BestOfNConfig) -> dict:
     require_int(cfg.n, 1, "--n", "a number of candidates")
     require_int(cfg.prompts, 1, "--prompts", "a number of prompts")
-    if not cfg.rms:
+    if not cfg.rms and cfg.judge != "task":  # with the task's judge the oracle ranking alone is a curve
         raise InputError("give at least one reward model directory", field="--rms")
     if cfg.judge != "task" and not cfg.judge.startswith("rm:"):
         raise InputError(f"unknown judge '{cfg.judge}': expected task or rm:PATH", field="--judge")
