@@ -1,19 +1,23 @@
 """Load on the annotation server: submissions per second with N concurrent annotators, and submit latency.
 
     .venv/bin/python benchmarks/annotate_load.py [--annotators 20] [--seconds 20] [--pairs 3000] [--overlap 3]
-                                                 [--diff] [--tokenizer DIR] [--db URL_OR_PATH]
+                                                 [--diff] [--tokenizer DIR] [--db URL_OR_PATH | --postgres]
 
-A fresh database (SQLite in a temporary folder unless --db) with synthetic pairs; `fgalign annotate serve`
+A fresh database (SQLite in a temporary folder unless --db; with --postgres, a throw-away PostgreSQL server
+started like the tests start it: initdb in a temporary folder, 127.0.0.1, default settings, stopped at the
+end) with synthetic pairs; `fgalign annotate serve`
 runs as its own process (one uvicorn worker, as a team would run it); N threads, each an annotator with its
 own httpx client and session, loop for --seconds: ask for the next item, (with --diff, ask for the live diff
 once, as the page does while typing), submit an edit. Every submit is timed from request to the "saved"
 answer, which the server sends after the transaction committed (SQLite WAL, synchronous=FULL).
-Prints one JSON line: submissions/s, p50/p95/max submit latency, and the diff latency with --diff.
+Every loop is bounded by --seconds and by the number of items. Prints one JSON line: submissions/s,
+p50/p95/max submit latency, the diff latency with --diff, and the machine's load average before and after.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -24,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))  # the tests' server helpers: one way to start and drive it
 
-from _annotate_server import Annotator, add_users, server_process, write_pairs  # noqa: E402
+from _annotate_server import Annotator, PostgresServer, add_users, server_process, write_pairs  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -41,7 +45,18 @@ def main() -> None:
     ap.add_argument("--diff", action="store_true", help="also call the live-diff endpoint once per item")
     ap.add_argument("--tokenizer", default=None, help="tokenizer directory for the token labels (with --diff)")
     ap.add_argument("--db", default=None, help="database path or SQLAlchemy URL (default: a temporary SQLite file)")
+    ap.add_argument("--postgres", action="store_true", help="start a throw-away PostgreSQL server and use it")
     args = ap.parse_args()
+    pg = PostgresServer() if args.postgres else None
+    try:
+        run(args, pg)
+    finally:
+        if pg is not None:
+            pg.stop()
+
+
+def run(args: argparse.Namespace, pg: PostgresServer | None) -> None:
+    load_before = os.getloadavg()
 
     from fgalign.annotate.admin import init
     from fgalign.annotate.options import InitConfig
@@ -49,7 +64,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         pairs = [{"prompt": f"List 3 things, case {i}:", "chosen": f" apple, pear, plum number {i}.",
                   "rejected": f" apple, stupid dog, plum number {i}."} for i in range(args.pairs)]
-        db = args.db or str(Path(tmp) / "annotations.db")
+        db = pg.new_database() if pg else args.db or str(Path(tmp) / "annotations.db")
         init(InitConfig(pairs=str(write_pairs(Path(tmp) / "pairs.jsonl", pairs)), db=db, overlap=args.overlap,
                         tokenizer=args.tokenizer))
         names = [f"ann{i:02d}" for i in range(args.annotators)]
@@ -65,7 +80,9 @@ def main() -> None:
 
             def work(a: Annotator) -> None:
                 start_gate.wait()
-                while time.perf_counter() < stop_at[0]:
+                for _ in range(args.pairs + 1):  # bounded: each annotator gets each item at most once
+                    if time.perf_counter() >= stop_at[0]:
+                        return
                     nxt = a.next()
                     if nxt["assignment"] is None:
                         return
@@ -97,7 +114,10 @@ def main() -> None:
         "errors": len(errors), "submissions_per_s": round(len(submit_ms) / wall, 1),
         "submit_ms": {"p50": round(statistics.median(submit_ms), 1) if submit_ms else None,
                       "p95": round(percentile(submit_ms, 0.95), 1), "max": round(max(submit_ms, default=0), 1)},
-        "db": "sqlite (WAL, synchronous=FULL)" if args.db is None else args.db.split("://")[0],
+        "db": "postgresql (throw-away server, default settings)" if pg else
+              "sqlite (WAL, synchronous=FULL)" if args.db is None else args.db.split("://")[0],
+        "load_average_1m": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
+        "cpus": os.cpu_count(),
     }
     if args.diff:
         result["diff_ms"] = {"p50": round(statistics.median(diff_ms), 1), "p95": round(percentile(diff_ms, 0.95), 1),
