@@ -253,3 +253,37 @@ def test_reviewer_resolves_a_disagreement_in_a_real_browser(tmp_path):
     final = [r for r in read_records(tmp_path / "final.jsonl") if r.prompt == "List 3 fruits:"]
     assert [r.edited for r in final] == [" apple, banana, plum."]  # the reviewed edit, once, even with `all`
     assert final[0].meta["accepted"] == "reviewer's own edit"
+
+
+def test_a_long_response_keeps_the_page_usable(tmp_path, tiny_tokenizer_dir):
+    browser_or_skip()
+    from playwright.sync_api import expect, sync_playwright
+
+    long = " " + ", ".join(f"item number {i}" for i in range(200)) + "."  # ~3,000 characters
+    db = make_db(tmp_path, [{"prompt": "List many:", "chosen": " a.", "rejected": long}],
+                 tokenizer=str(tiny_tokenizer_dir))
+    token = add_users(db, ["ann"])["ann"]
+    with server_thread(db) as base, sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.set_default_timeout(15_000)
+            page.goto(f"{base}/login/{token}")
+            page.click("#login")
+            editor = page.locator("#editor")
+            assert editor.evaluate("el => el.scrollHeight <= el.clientHeight + 6")  # no scrolling inside: it grew
+            assert editor.bounding_box()["height"] > 300
+            row = page.locator("#labels-original")
+            n_chips = row.locator(".chip").count()
+            assert n_chips > 500
+            assert row.bounding_box()["height"] < 200  # folded to a few lines
+            unfold = page.locator(".unfold[data-for=labels-original]")
+            expect(unfold).to_have_text(f"show all {n_chips}")
+            unfold.click()
+            assert row.bounding_box()["height"] > 600
+            expect(unfold).to_have_text("fold")
+            page.fill("#editor", long.replace("item number 7,", "item number 8,"))  # typing keeps the fold state
+            expect(page.locator("#diff-edited .e.l1").first).to_have_text("8")
+            assert row.bounding_box()["height"] > 600
+        finally:
+            browser.close()
