@@ -161,9 +161,14 @@ def exists(db: str) -> bool:
     """Whether `db` already holds an annotation database (or, for a file path, anything at all)."""
     if "://" not in db:
         return Path(db).exists()
-    engine = create_engine(db_url(db))
+    try:
+        engine = create_engine(db_url(db))
+    except Exception as e:  # noqa: BLE001 - a malformed URL or a missing driver
+        raise InputError(f"is not a usable database URL: {e}", path=db, field="db") from None
     try:
         return inspect(engine).has_table("settings")
+    except Exception as e:  # noqa: BLE001 - no server there, wrong password, no such database
+        raise InputError(f"cannot connect: {str(e).splitlines()[0]}", path=db, field="db") from None
     finally:
         engine.dispose()
 
