@@ -50,21 +50,22 @@ def subset(run: Path, n: int) -> Path:
     return out
 
 
-def train(run: Path, backbone: str, kind: str, n: int, bf16: bool) -> tuple[Path, dict]:
-    out = run / "backbones" / backbone / f"{kind}-{n}"
+def train(run: Path, backbone: str, kind: str, n: int, bf16: bool, epochs: float | None = None) -> tuple[Path, dict]:
+    out = run / "backbones" / backbone / f"{kind}-{n}" if epochs is None else \
+        run / "backbones" / backbone / f"{kind}-{n}-ep{epochs:g}"
     meta = out / "bench_time.json"
     if meta.exists():
         return out, json.loads(meta.read_text())
     model, options = BACKBONES[backbone]
     cmd = [sys.executable, "-m", "fgalign.cli", "train-rm", "--data", str(subset(run, n)), "--out", str(out),
            "--model", model.replace("RUN", str(run)), *options, *RM_KINDS[kind], "--save-steps", "0",
-           "--logging-steps", "50", *(["--bf16"] if bf16 else [])]
+           "--logging-steps", "50", *(["--bf16"] if bf16 else []), *(["--epochs", str(epochs)] if epochs else [])]
     load = os.getloadavg()[0]
     started = time.time()
     print(f"[{backbone} {kind} {n}] {' '.join(cmd[3:])}  (load {load:.2f})", flush=True)
     subprocess.run(cmd, check=True)
     info = {"seconds": round(time.time() - started, 1), "load_at_start": round(load, 2), "bf16": bf16,
-            "backbone": backbone, "kind": kind, "pairs": n}
+            "backbone": backbone, "kind": kind, "pairs": n, "epochs": epochs or float(options[1])}
     meta.write_text(json.dumps(info))
     return out, info
 
@@ -100,6 +101,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16, help="best-of-n: most candidates per prompt")
     ap.add_argument("--prompts", type=int, default=300, help="best-of-n: test prompts")
     ap.add_argument("--bf16", action="store_true", help="train the pretrained backbones under bf16 autocast (native-bf16 machines only)")
+    ap.add_argument("--epochs", type=float, default=None, help="override the backbone's epochs (fewer for big N)")
     ap.add_argument("--no-best-of-n", action="store_true")
     args = ap.parse_args()
 
@@ -108,7 +110,7 @@ def main() -> None:
         for backbone in args.backbones:
             for kind in args.rms:
                 # bf16 pays on the pretrained backbones' large matmuls, not on the 0.5M-parameter world model
-                rm_dir, timing = train(args.run, backbone, kind, n, args.bf16 and backbone != "world")
+                rm_dir, timing = train(args.run, backbone, kind, n, args.bf16 and backbone != "world", args.epochs)
                 rm_dirs.append(rm_dir)
                 rows.append({**timing, "dir": str(rm_dir), "heldout": heldout_metrics(args.run, rm_dir)})
     results_path = args.run / "backbones" / "results.json"
