@@ -191,8 +191,8 @@ def server_thread(db: str) -> Iterator[str]:
     from fgalign.annotate.server import create_app
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(db), host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off"))
+    app = create_app(db)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -201,6 +201,7 @@ def server_thread(db: str) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        app.state.annotate.engine.dispose()  # PostgreSQL: close the pool's connections now
 
 
 @contextlib.contextmanager

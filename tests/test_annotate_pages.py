@@ -77,6 +77,13 @@ def test_skip_note_history_left_and_all_done_over_http(tmp_path):
         assert "All done" in done and 'href="/mine"' in done and 'action="/logout"' in done
         mine = ann.client.get("/mine").text
         assert f'href="/item/{first}"' in mine and f'href="/item/{second}"' in mine and "flagged" in mine
+        # the page's form without script: an unticked box unflags, the comment is kept with the submission
+        assert ann.post(f"/api/item/{first}/note", {"flagged": True}).json()["saved"]
+        r = ann.client.post(f"/item/{first}", data={"csrf": ann.csrf, "edited": " good 0.", "action": "edited",
+                                                     "comment": "fixed by form"})
+        assert r.status_code == 303
+        html = ann.client.get(f"/item/{first}").text
+        assert ">fixed by form</textarea>" in html and 'id="flagged" value="1" checked' not in html
         ann.close()
 
 

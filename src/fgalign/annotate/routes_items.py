@@ -81,6 +81,7 @@ async def item_form(request: Request, aid: int) -> Response:
     """The page's form without script: submit or skip, then the next item (or the page again with the reason)."""
     s = await session(request)
     data = await body(request, s)
+    data.setdefault("flagged", "0")  # an unticked checkbox sends nothing
     text = text_field(data, "edited")
     try:
         await run_in_threadpool(state(request).tx, _act, request, s, aid, data, text)

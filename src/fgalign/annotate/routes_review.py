@@ -59,7 +59,7 @@ async def review_decide(request: Request, item_id: int) -> Response:
     try:
         await run_in_threadpool(state(request).tx, review.resolve, s.user_id, item_id, accept_id, text, verdict)
     except queue.Refused as e:
-        if request.url.path.startswith("/api/") or e.status == 404:
+        if e.status == 404:
             raise Problem(e.status, str(e)) from None
         ctx = await run_in_threadpool(state(request).read, review_context, request, item_id)
         return page(request, "review_item.html", e.status, user=s.user, csrf=s.csrf, reviewer=True,
