@@ -174,7 +174,8 @@ def test_stats_agreement_and_export_feed_train_rm_reader(tmp_path, capsys):
     assert summary["left_out"] == {"pairs without a majority (tie)": 2}
     recs = read_records(out, require_edited=True)
     assert recs[0].edited == " apple, pear, plum." and recs[0].meta["votes"] == "2/2"
-    assert (tmp_path / "edits.jsonl.config.json").exists()
+    saved = json.loads((tmp_path / "edits.jsonl.config.json").read_text())
+    assert "\"label_mode_shown\": \"chars\"" in json.dumps(saved) and "train-rm --label-mode chars" in capsys.readouterr().out
 
     export(ExportConfig(db=db, out=str(out), adjudicate="all"))
     rows = [json.loads(line) for line in out.read_text().splitlines()]

@@ -189,8 +189,11 @@ def export(cfg: ExportConfig) -> dict:
     from fgalign.data.io import write_records
     from fgalign.runinfo import save_run_config
 
+    from fgalign.annotate.diffview import DEFAULT_LABEL_MODE
+
     engine = db.open_db(cfg.db)
     try:
+        mode = db.read_settings(engine).get("label_mode", DEFAULT_LABEL_MODE)
         with engine.begin() as conn:
             records, left_out = collect(conn, cfg.adjudicate)
     finally:
@@ -198,8 +201,10 @@ def export(cfg: ExportConfig) -> dict:
     if not records:
         raise InputError(f"nothing to export yet (left out: {left_out or 'nothing'})", path=cfg.db, field="db")
     write_records(cfg.out, records)
-    save_run_config(cfg.out, cfg, "annotate export", extra={"records": len(records), "left_out": left_out})
-    print(f"fgalign annotate export: {len(records)} edit records → {cfg.out}; left out: {left_out or 'nothing'}")
+    save_run_config(cfg.out, cfg, "annotate export", extra={"records": len(records), "left_out": left_out,
+                                                              "label_mode_shown": mode})
+    print(f"fgalign annotate export: {len(records)} edit records → {cfg.out}; left out: {left_out or 'nothing'}\n"
+          f"the annotators saw the labels of --label-mode {mode}: train with `fgalign train-rm --label-mode {mode}`")
     return {"records": len(records), "left_out": left_out}
 
 

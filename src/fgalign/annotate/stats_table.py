@@ -24,7 +24,7 @@ def print_stats(r: dict, unit: str, console: Console | None = None) -> None:
         progress.add_row(what, str(value))
     console.print(progress)
 
-    agreement = Table(title=f"agreement ({unit} labels of the edited response)", show_header=False)
+    agreement = Table(title=f"agreement (on the {unit} labels of the response being edited)", show_header=False)
     agreement.add_column("measure")
     agreement.add_column("value", justify="right")
     for what, value in [("annotator pairs compared", ag["annotator_pairs"]),
