@@ -111,3 +111,18 @@ def test_chips_stand_for_train_rm_labels_token_by_token(tiny_tokenizer):
     assert [c["t"] for c in cjk["edited_tokens"] if len(c["labels"]) > 1][:3] == ["苹", "果", "🍌"]
     ws = diff(" a  b\n\tc", " a  b\n\tc", tiny_tokenizer, "chars")["original_tokens"]
     assert {c["t"] for c in ws if c["ws"]} >= {"·", "↵"} and all(c["l"] == 0 for c in ws)
+
+
+@sqlite_only  # tests the harness: what happens where no PostgreSQL server can start
+def test_a_missing_postgresql_server_skips_here_and_fails_under_ci(monkeypatch):
+    import _annotate_server
+
+    monkeypatch.setattr(_annotate_server, "pg_binary", lambda name: None)
+    monkeypatch.setattr(_annotate_server, "_POSTGRES", {})
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="cannot run under CI: RuntimeError: no PostgreSQL server"):
+        _annotate_server.postgres()
+    monkeypatch.setattr(_annotate_server, "_POSTGRES", {})
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception, match="no PostgreSQL server"):
+        _annotate_server.postgres()
