@@ -110,7 +110,7 @@ def postgres() -> PostgresServer:
         try:
             import psycopg  # noqa: F401
             _POSTGRES["server"] = PostgresServer()
-        except (ImportError, LookupError, RuntimeError, OSError, subprocess.SubprocessError) as e:  # LookupError: no postgres user
+        except (ImportError, LookupError, RuntimeError, OSError, subprocess.SubprocessError) as e:  # Lookup: no user
             _POSTGRES["error"] = f"{type(e).__name__}: {e}"
     if "error" in _POSTGRES:
         if os.environ.get("CI") == "true":

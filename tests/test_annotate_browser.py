@@ -154,7 +154,8 @@ def test_annotator_edits_in_a_real_browser(tmp_path, tiny_tokenizer_dir, tiny_to
             page.fill("#editor", cjk)
             expect(page.locator("#diff-edited .e.l1").first).to_contain_text("🍌")
             expect(page.locator("#labels-edited .chip", has_text="🍌")).to_have_count(1)
-            assert "\ufffd" not in page.locator("#labels-original").text_content() + page.locator("#labels-edited").text_content()
+            for row in ("#labels-original", "#labels-edited", "#diff-original", "#diff-edited"):
+                assert "\ufffd" not in page.locator(row).text_content(), row
             assert len(page.locator("#labels-edited .chip", has_text="🍌").get_attribute("data-labels").split()) == 4
             cjk_chips = chip_labels(page, "labels-original"), chip_labels(page, "labels-edited")
             page.click("#submit")
