@@ -107,9 +107,12 @@ def test_removed_annotator_cannot_log_in_and_their_open_items_return(tmp_path, c
         assert ann.client.get(f"/item/{open_item}").status_code == 401
         bob = Annotator(base, tokens["bob"])
         assert bob.next()["prompt"] == "P1:"  # ann's open item went back to the queue
-        ann.close(), bob.close()
+        assert main(["annotate", "users", "list", "--db", db]) == 0
+        assert "removed" in row(capsys.readouterr().out, "ann")
+        assert main(["annotate", "users", "link", "ann", "--db", db]) == 0  # a new link lets her back in
+        back = Annotator(base, link_of(capsys.readouterr().out))
+        assert back.client.get("/api/session").json()["user"] == "ann"
+        ann.close(), bob.close(), back.close()
     export(ExportConfig(db=db, out=str(tmp_path / "e.jsonl")))
     (rec,) = read_records(tmp_path / "e.jsonl")
     assert rec.meta["annotator"] == "ann"  # what she submitted stays
-    assert main(["annotate", "users", "list", "--db", db]) == 0
-    assert "removed" in row(capsys.readouterr().out, "ann")
