@@ -129,7 +129,8 @@ def db_url(db: str) -> str:
 def make_engine(db: str) -> Engine:
     url = db_url(db)
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        # 40 request threads (starlette's pool) may read at once; writes queue on the app's lock anyway
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=30)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
