@@ -54,4 +54,4 @@ async def index(request: Request) -> Response:
 @router.get("/guidelines")
 async def guidelines(request: Request) -> Response:
     s = await session(request)
-    return page(request, "guidelines.html", user=s.user, csrf=s.csrf, reviewer=s.reviewer)
+    return page(request, "guidelines.html", user=s.user, csrf=s.csrf, reviewer=s.reviewer, guidelines_page=True)
