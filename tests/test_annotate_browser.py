@@ -278,6 +278,7 @@ def test_a_long_response_keeps_the_page_usable(tmp_path, tiny_tokenizer_dir):
             n_chips = row.locator(".chip").count()
             assert n_chips > 500
             assert row.bounding_box()["height"] < 200  # folded to a few lines
+            assert page.evaluate("document.body.scrollHeight") < 2400  # the diff panels scroll inside
             unfold = page.locator(".unfold[data-for=labels-original]")
             expect(unfold).to_have_text(f"show all {n_chips}")
             unfold.click()

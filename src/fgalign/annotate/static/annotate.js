@@ -25,7 +25,7 @@
 
   // Editors grow with their text (a long response is edited in one box, not a 5-line slot).
   function grow(area) {
-    area.style.height = "auto";
+    area.style.height = "0";  // measure the text, not the box: the box then fits it, shrinking too
     area.style.height = (area.scrollHeight + 4) + "px";
   }
   document.querySelectorAll("textarea").forEach(function (area) {
