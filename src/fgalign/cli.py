@@ -3,6 +3,9 @@
 Stages are imported lazily so that `fgalign label` does not pay for importing the PPO trainer.
 Bad input (InputError) prints one clear line and exits with code 2. `fgalign --allow-hub COMMAND ...` lets
 transformers reach the Hugging Face hub (fgalign is offline otherwise, see fgalign/__init__.py).
+`fgalign --parse-only COMMAND ...` parses the command's options and exits (0 when they parse, 2 when not)
+without running it: scripts that prepare runs check their command lines with it
+(`benchmarks/gpu_check.sh --dry-run`).
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import sys
 
 from fgalign import __version__
 from fgalign.errors import InputError
+from fgalign.runinfo import use_tf32
 
 # name -> (module, config class, run function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
@@ -34,8 +38,9 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
 
 def _usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: fgalign [--allow-hub] COMMAND [OPTIONS]   (fgalign COMMAND --help for its options)", "",
-             "--allow-hub: let transformers download hub ids (offline otherwise; HF_HUB_OFFLINE=0 does the same)",
+    lines = ["usage: fgalign [--allow-hub] [--parse-only] COMMAND [OPTIONS]   (fgalign COMMAND --help for its options)",
+             "", "--allow-hub: let transformers download hub ids (offline otherwise; HF_HUB_OFFLINE=0 does the same)",
+             "--parse-only: parse the command's options and exit without running it",
              "", "commands:"]
     lines += [f"  {name:<{width}}  {spec[3]}" for name, spec in COMMANDS.items()]
     return "\n".join(lines)
@@ -43,8 +48,12 @@ def _usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "--allow-hub":
-        os.environ["HF_HUB_OFFLINE"] = "0"  # read by huggingface_hub when first imported, which is later
+    parse_only = False
+    while argv and argv[0] in ("--allow-hub", "--parse-only"):
+        if argv[0] == "--allow-hub":
+            os.environ["HF_HUB_OFFLINE"] = "0"  # read by huggingface_hub when first imported, which is later
+        else:
+            parse_only = True
         argv = argv[1:]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
@@ -63,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     run = getattr(module, run_name)
     cfg = tyro.cli(getattr(module, config_name), args=rest, prog=f"fgalign {name}",
                    description=help_text) if config_name else rest
+    if parse_only:
+        print(f"fgalign {name}: options parse")
+        return 0
+    use_tf32()  # fp32 work on CUDA (a no-op on the CPU)
     try:
         run(cfg)
     except InputError as e:

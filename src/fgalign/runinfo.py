@@ -152,3 +152,33 @@ def save_run_config(out: str | os.PathLike, config: Any, stage: str, extra: dict
         payload.update(to_jsonable(extra))
     write_json(dest, payload)
     return dest
+
+
+def preserved_rng(device) -> Any:
+    """A context that restores the CPU random stream and, on an accelerator, that device's stream on exit.
+
+    `torch.random.fork_rng(devices=[])` saves the CPU stream only, while CUDA sampling draws from the device's
+    generator, which `torch.manual_seed` (an evaluator reseeding itself) resets too: without the device's
+    stream the rollouts after every evaluation would repeat from the evaluator's seed."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cpu":
+        return torch.random.fork_rng(devices=[])
+    index = device.index if device.index is not None else getattr(torch, device.type).current_device()
+    return torch.random.fork_rng(devices=[index], device_type=device.type)
+
+
+def use_tf32() -> bool:
+    """On CUDA, let fp32 matmuls and convolutions use TF32 tensor cores (fp32 range, 10-bit mantissa products,
+    fp32 accumulation: several times faster on Ampere and later, where torch leaves matmuls in full fp32).
+    fp32 training (no mixed precision) and fp32 scoring gain; bf16/fp16 autocast is unaffected. The CUDA
+    backends' own switches (torch >= 2.9's API, as transformers' `tf32=True` uses): the CPU's kernels stay
+    as they are. `FGALIGN_TF32=0` keeps full fp32. Returns whether TF32 was enabled."""
+    import torch
+
+    if not torch.cuda.is_available() or os.environ.get("FGALIGN_TF32", "1") == "0":
+        return False
+    torch.backends.cuda.matmul.fp32_precision = "tf32"
+    torch.backends.cudnn.conv.fp32_precision = "tf32"
+    return True

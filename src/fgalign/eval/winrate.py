@@ -94,6 +94,8 @@ def kl_to_reference(model, reference_model, rollout, micro_batch: int = 64) -> d
     not the training batch's pre-update figure."""
     device = next(model.parameters()).device
     rollout = rollout.to(device)
+    # Both models score the same ids on one device: a reference loaded elsewhere (the CPU) joins the policy's.
+    reference_model.to(device)
     with evaluating(model, reference_model):  # in_micro_batches already runs without gradients
         logprobs = in_micro_batches(lambda r: policy_logprobs(model, r)[0], rollout, micro_batch)
         ref = in_micro_batches(lambda r: policy_logprobs(reference_model, r)[0], rollout, micro_batch)

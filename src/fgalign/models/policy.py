@@ -85,9 +85,14 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> Any:
     return tok
 
 
-def load_causal_lm(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+def load_causal_lm(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32,
                    trust_remote_code: bool = False) -> torch.nn.Module:
-    """A causal LM from a local directory (safetensors only) or a GGUF file (dequantized)."""
+    """A causal LM from a local directory (safetensors only) or a GGUF file (dequantized), in fp32 unless `dtype`
+    says otherwise.
+
+    fp32 by default because transformers >= 5 otherwise keeps the checkpoint's dtype: a bf16-saved policy would
+    be trained in bf16 with no fp32 master weights (mixed precision autocasts fp32 weights instead), and would
+    not match its fp32 value model or reference. `dtype="auto"`: the checkpoint's dtype (inference only)."""
     from transformers import AutoModelForCausalLM
 
     source = resolve_model(path, "model")

@@ -311,7 +311,8 @@ def build_reward_model(backbone: str | Path, level: str, loss: str, anchor: floa
     # No dropout in front of the head: it would make r_t noisy for a 1-unit output.
     config.num_labels, config.classifier_dropout = 1, 0.0
     use_fused_gelu(config)
-    model = fuse_gelu(load_pretrained(AutoModelForTokenClassification, source, config=config))
+    # fp32: it is trained (a bf16-saved backbone would otherwise train in bf16, with no fp32 master weights).
+    model = fuse_gelu(load_pretrained(AutoModelForTokenClassification, source, config=config, dtype=torch.float32))
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # a pad token was added
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id

@@ -25,16 +25,18 @@ class ValueModel(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                use_cache=False).last_hidden_state  # (B, L, H)
-        return self.head(hidden).squeeze(-1).float()  # (B, L)
+        # fp32 into the fp32 head: a backbone kept in bf16/fp16 would otherwise fail on the dtype mismatch.
+        return self.head(hidden.float()).squeeze(-1).float()  # (B, L); fp32 under autocast too
 
     @classmethod
-    def from_backbone_dir(cls, path: str | Path, vocab_size: int, dtype: torch.dtype | None = None,
+    def from_backbone_dir(cls, path: str | Path, vocab_size: int, dtype: torch.dtype = torch.float32,
                           tokenizer=None) -> "ValueModel":
         """Initialise from the transformer body of a local HF model (policy or reward model), safetensors only.
 
         The value model reads the policy's token ids left to right, so the backbone must be causal (an encoder
         would let later tokens change V at earlier positions) and, when `tokenizer` (the policy's) is given,
         its tokenizer must be the policy's: the same ids must mean the same tokens.
+        The backbone loads in fp32 (it is trained) whatever dtype it was saved in.
         """
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 

@@ -25,7 +25,7 @@ from fgalign.eval.rm_eval import evaluate_rm
 from fgalign.eval.winrate import build_evaluator, make_judge
 from fgalign.labels.project import label_pair
 from fgalign.labels.stage import marked_text
-from fgalign.models.policy import load_causal_lm, load_tokenizer
+from fgalign.models.policy import load_causal_lm, load_tokenizer, resolve_device
 from fgalign.models.reward import load_reward_model
 from fgalign.pairs.stage import SampleConfig, run as sample
 from fgalign.pipeline.plan import check_stored_configs, planned_stages, ppo_config, rm_config, trained_rms
@@ -158,7 +158,7 @@ def run_ppo_method(name: str, spec: dict, seed: int, cfgs: dict, run: Path, eval
     evals = result["evals"]
     best = max(evals, key=lambda e: (e["eval_win_rate"], -e["iteration"]))
     best_dir = out / "eval_checkpoints" / f"iter_{best['iteration']:06d}"
-    test = evaluators["test"](load_causal_lm(best_dir).eval(), best["iteration"])
+    test = evaluators["test"](load_causal_lm(best_dir, device=ppo_device(cfgs)).eval(), best["iteration"])
     train = {h["iteration"]: h for h in result["history"]}
     summary = {
         "method": name, "seed": seed, "rm": spec["rm"], "reward": ppo_cfg.reward, "kl_target": ppo_cfg.kl_target,
@@ -188,11 +188,17 @@ def run_ppo_method(name: str, spec: dict, seed: int, cfgs: dict, run: Path, eval
     return summary
 
 
+def ppo_device(cfgs: dict):
+    """Where PPO puts the policy: the evaluators' SFT reference and selected checkpoints go there too (the KL
+    to the reference runs both models on the evaluated policy's samples, on its device)."""
+    return resolve_device(cfgs["ppo"].get("device", "auto"))
+
+
 def make_evaluators(cfgs: dict, run: Path) -> dict:
     """Validation and test evaluators with the SFT reference's responses sampled once for every method."""
     task = load_task(cfgs["task"])
     tokenizer = load_tokenizer(run / "sft")
-    sft = load_causal_lm(run / "sft").eval()
+    sft = load_causal_lm(run / "sft", device=ppo_device(cfgs)).eval()
     ev = cfgs["eval"]
     judge = make_judge(ev["judge"], task)
     sampling = SamplingConfig(max_new_tokens=cfgs["ppo"].get("max_new_tokens", 24))

@@ -22,9 +22,10 @@ def policy_logprobs(model, rollout: Rollout, temperature: float = 1.0, with_entr
     # Only the last T + 1 positions need the LM head: position P-1+t predicts response token t.
     logits = model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
                    position_ids=rollout.position_ids, use_cache=False, logits_to_keep=T + 1).logits
-    logits = logits[:, :-1] / temperature  # (B, T, V)
+    # fp32 before the temperature: dividing bf16 logits would round them to bf16's 8-bit mantissa first.
+    logits = logits[:, :-1].float() / temperature  # (B, T, V)
     mask = rollout.response_mask
-    logp = torch.log_softmax(logits.float(), dim=-1)  # (B, T, V): one log_softmax for log-probs and entropy
+    logp = torch.log_softmax(logits, dim=-1)  # (B, T, V): one log_softmax for log-probs and entropy
     logprobs = torch.where(mask, logp.gather(-1, rollout.response_ids[..., None]).squeeze(-1), 0.0)
     entropy = None
     if with_entropy:

@@ -28,7 +28,7 @@ from fgalign.rl.oracle_reward import TaskRewardModel
 from fgalign.rl.rewards import reward_options_problem
 from fgalign.rl.update import (RewardSettings, TrainingDiverged, UpdateSettings, experience_stats, make_experience,
                                ppo_update)
-from fgalign.runinfo import save_run_config, seed_everything
+from fgalign.runinfo import preserved_rng, save_run_config, seed_everything
 from fgalign.sampling.hf import generate
 from fgalign.sampling.rollout import SamplingConfig
 from fgalign.sampling.vllm import VllmSampler, vllm_problem
@@ -194,6 +194,15 @@ def rollout_pad_id(tokenizer, vocab: int) -> int:
 
 def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=None, task=None) -> dict:
     """Train; returns {"out", "history", "evals", "final"}. `reward_model`/`task` objects override cfg.rm/cfg.task."""
+    engines: list = []  # the vLLM engine of this run: shut down however the run ends (a pipeline makes ~10 runs)
+    try:
+        return _train_ppo(cfg, eval_fn, reward_model, task, engines)
+    finally:
+        for engine in engines:
+            engine.close()
+
+
+def _train_ppo(cfg: PPOConfig, eval_fn: Callable | None, reward_model, task, engines: list) -> dict:
     from accelerate import Accelerator
 
     if (problem := reward_options_problem(cfg.reward, cfg.reward_scale)) is not None:
@@ -238,6 +247,15 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
         ref_model = ref_model.to(accelerator.device)
     kl_ctl = make_kl_controller(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon, cfg.kl_controller)
 
+    vllm = None
+    if cfg.rollout == "vllm":  # before load_state: the engine's worker seeds the process RNG when it starts
+        if world > 1 or cfg.lora:
+            raise InputError("vLLM rollouts run in one process on a full (not LoRA) policy", field="--rollout")
+        # The policy's own dtype (vLLM's "auto" would sample an fp32 policy in bf16), and a context of the longest
+        # prompt + response (the model's full context may not fit its KV cache in the engine's memory share).
+        vllm = VllmSampler(cfg.policy, seed=cfg.seed, dtype=next(policy.parameters()).dtype,
+                           max_model_len=max(map(len, pool)) + cfg.max_new_tokens)
+        engines.append(vllm)
     start = 0
     if cfg.resume:
         ckpt = latest_checkpoint(out)
@@ -256,11 +274,7 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
                               top_p=cfg.top_p)
     raw_policy, raw_value = accelerator.unwrap_model(policy), accelerator.unwrap_model(value)
     pad_id = rollout_pad_id(tokenizer, raw_policy.get_input_embeddings().num_embeddings)
-    vllm = None
-    if cfg.rollout == "vllm":
-        if world > 1 or cfg.lora:
-            raise InputError("vLLM rollouts run in one process on a full (not LoRA) policy", field="--rollout")
-        vllm = VllmSampler(cfg.policy, seed=cfg.seed)
+    if vllm is not None:
         vllm.load_weights(raw_policy)  # a resumed run continues from its checkpoint's weights
     history, evals = [], []
     last_good = latest_checkpoint(out) if cfg.resume else None
@@ -283,7 +297,7 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
             exp = make_experience(rollout, rm_out, raw_policy, ref_model, raw_value, beta=kl_ctl.beta, rs=cfg,
                                   gamma=cfg.gamma, lam=cfg.lam, whiten_advantages=cfg.whiten_advantages,
                                   temperature=cfg.temperature, micro_batch=cfg.micro_batch, iteration=it + 1,
-                                  estimator=cfg.advantage, group_ids=group_ids)
+                                  estimator=cfg.advantage, group_ids=group_ids, autocast=accelerator.autocast)
             t2 = time.perf_counter()
             stats = ppo_update(exp, policy, value, (opt_policy, opt_value), us=cfg, accelerator=accelerator,
                                iteration=it + 1)
@@ -309,7 +323,7 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
         done = it + 1 == cfg.iterations
         if eval_fn is not None and ((it + 1) % max(cfg.eval_every, 1) == 0 or done):
             if main:
-                with torch.random.fork_rng(devices=[]):  # evaluation must not shift the training RNG stream
+                with preserved_rng(accelerator.device):  # evaluation must not shift the training RNG streams
                     result = {f"eval_{k}": v for k, v in eval_fn(raw_policy, it + 1).items()}
                 stats.update(result)
                 evals.append({"iteration": it + 1, **result})

@@ -98,16 +98,23 @@ def reference_context(policy, ref_model):
 @torch.no_grad()
 def make_experience(rollout: Rollout, rm_out, policy, ref_model, value_model, beta: float, rs: RewardSettings,
                     gamma: float, lam: float, whiten_advantages: bool, temperature: float, micro_batch: int,
-                    iteration: int = 0, estimator: str = "gae", group_ids: Tensor | None = None) -> Experience:
+                    iteration: int = 0, estimator: str = "gae", group_ids: Tensor | None = None,
+                    autocast=contextlib.nullcontext) -> Experience:
     """Score a rollout with π_old, π_ref and V, then rewards → advantages (`estimator`, fgalign.rl.advantages;
-    `group_ids` (B,) marks samples of the same prompt). No parameter changes."""
+    `group_ids` (B,) marks samples of the same prompt). No parameter changes.
+
+    `autocast`: the trainer's `accelerator.autocast`. Under bf16/fp16 mixed precision the prepared policy's forward
+    autocasts but the reference (not prepared) would run in fp32, so identical weights would show a KL; both
+    run inside it."""
     mask, last = rollout.response_mask, rollout.last_index
 
     def log_probs():  # π_old, then π_ref (with LoRA: the same model, so one after the other)
-        logprobs = in_micro_batches(lambda r: policy_logprobs(policy, r, temperature)[0], rollout, micro_batch)
-        with reference_context(policy, ref_model):
-            ref = policy if ref_model is None else ref_model
-            return logprobs, in_micro_batches(lambda r: policy_logprobs(ref, r, temperature)[0], rollout, micro_batch)
+        with autocast():  # autocast state is per thread: entered in the thread that runs the forwards
+            logprobs = in_micro_batches(lambda r: policy_logprobs(policy, r, temperature)[0], rollout, micro_batch)
+            with reference_context(policy, ref_model):
+                ref = policy if ref_model is None else ref_model
+                return logprobs, in_micro_batches(lambda r: policy_logprobs(ref, r, temperature)[0], rollout,
+                                                  micro_batch)
 
     with evaluating(policy, ref_model, value_model):  # eval mode: no dropout, so no RNG in either thread
         models = [m for m in (policy, ref_model, value_model) if m is not None]
@@ -157,18 +164,49 @@ class UpdateSettings:
     """Sampling temperature; the log-probs use the same one."""
 
 
-def backward_and_clip(loss: Tensor, model, max_grad_norm: float, accelerator, iteration: int) -> None:
-    """Check one model's loss, backpropagate it and clip that model's gradient norm (no optimizer step)."""
-    check_finite("loss", loss.detach(), iteration)
+def backward(loss: Tensor, accelerator) -> None:
+    """Backpropagate one model's loss (through accelerate's loss scaling under fp16)."""
     if accelerator is not None:
         accelerator.backward(loss)
     else:
         loss.backward()
-    params = [p for p in model.parameters() if p.requires_grad]
-    if accelerator is not None:
-        accelerator.clip_grad_norm_(params, max_grad_norm)
-    else:
+
+
+def clip_and_step(models, optimizers, max_grad_norm: float, accelerator=None) -> None:
+    """Clip each model's gradient norm on its own, then step every optimizer (optimizer i updates model i).
+
+    Under fp16, accelerate keeps ONE GradScaler for all optimizers and assumes one optimizer: its
+    `clip_grad_norm_` unscales every optimizer (a second call raised "unscale_() has already been called"),
+    and its optimizer `step` calls `scaler.update()` after each optimizer, which resets the others' "unscaled"
+    state, so the second optimizer's gradients would be unscaled twice. Hence torch's recipe for several
+    optimizers (torch.amp docs, "multiple models, losses and optimizers"): unscale each once, clip, step each
+    through the scaler (an inf skips that step), update the scale once. Without a scaler it is plain clipping.
+    FSDP, DeepSpeed and XLA clip their own way (accelerate's `clip_grad_norm_`); PPO is not tested there.
+    """
+    from accelerate.utils import DistributedType
+
+    own_way = accelerator is not None and accelerator.distributed_type in (
+        DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.XLA)
+    scaler = None if own_way else getattr(accelerator, "scaler", None)
+    for model, opt in zip(models, optimizers):
+        params = [p for p in model.parameters() if p.requires_grad]
+        if own_way:
+            accelerator.clip_grad_norm_(params, max_grad_norm)
+            continue
+        if scaler is not None:
+            scaler.unscale_(getattr(opt, "optimizer", opt))  # the torch optimizer inside accelerate's wrapper
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    for opt in optimizers:
+        if scaler is not None:
+            scaler.step(getattr(opt, "optimizer", opt))
+        else:
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.update()
+
+
+STAT_NAMES = ("policy_loss", "value_loss", "clipfrac", "approx_kl", "value_clipfrac", "entropy")
 
 
 def ppo_update(exp: Experience, policy, value_model, optimizers, us: UpdateSettings, accelerator=None,
@@ -178,12 +216,12 @@ def ppo_update(exp: Experience, policy, value_model, optimizers, us: UpdateSetti
     Policy and value share no parameter, so each minibatch runs the policy's loss and backward and the value
     model's side by side (`fgalign.models.side_by_side`: two threads where that is safe, else one after the other);
     each model's gradients are those of the summed loss pl + vf_coef·vl. A non-finite loss stops the update
-    before any optimizer step.
+    before any optimizer step. Host syncs: one per minibatch (the finiteness check of both losses) and one for
+    the statistics at the end (on CUDA each `float(tensor)` waits for the GPU).
     """
     B = len(exp.rollout)
     size = max(1, B // us.minibatches)
-    sums: dict[str, float] = {}
-    steps = 0
+    stats: list[Tensor] = []
     policy.train()
     value_model.train()
     parallel = can_run_side_by_side((policy, value_model), accelerator)
@@ -200,23 +238,22 @@ def ppo_update(exp: Experience, policy, value_model, optimizers, us: UpdateSetti
                 mean_entropy = masked_mean(entropy, mask)
                 # Without a bonus the entropy was computed without a graph (a statistic only).
                 loss = pl.loss - us.entropy_coef * mean_entropy if us.entropy_coef else pl.loss
-                backward_and_clip(loss, policy, us.max_grad_norm, accelerator, iteration)
-                return pl, mean_entropy
+                backward(loss, accelerator)
+                return pl, mean_entropy, loss.detach()
 
             def value_step():
                 vl = value_loss(values_of(value_model, mb), exp.values[idx], exp.returns[idx], mask, us.value_clip)
-                backward_and_clip(us.vf_coef * vl.loss, value_model, us.max_grad_norm, accelerator, iteration)
+                backward(us.vf_coef * vl.loss, accelerator)
                 return vl
 
-            (pl, mean_entropy), vl = run_side_by_side(policy_step, value_step, parallel)
-            for opt in optimizers:
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-            for k, v in (("policy_loss", pl.loss), ("value_loss", vl.loss), ("clipfrac", pl.clipfrac),
-                         ("approx_kl", pl.approx_kl), ("value_clipfrac", vl.clipfrac), ("entropy", mean_entropy)):
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            steps += 1
-    return {k: v / max(steps, 1) for k, v in sums.items()}
+            (pl, mean_entropy, loss), vl = run_side_by_side(policy_step, value_step, parallel)
+            check_finite("loss", torch.stack([loss, vl.loss.detach()]), iteration)  # before any optimizer step
+            clip_and_step((policy, value_model), optimizers, us.max_grad_norm, accelerator)
+            stats.append(torch.stack([pl.loss, vl.loss, pl.clipfrac, pl.approx_kl, vl.clipfrac, mean_entropy])
+                         .detach().double())
+    if not stats:
+        return {}
+    return dict(zip(STAT_NAMES, torch.stack(stats).mean(0).tolist()))  # one transfer for all statistics
 
 
 def experience_stats(exp: Experience) -> dict[str, float]:

@@ -4,6 +4,11 @@ refusal is tested.
 
 - One engine per run, in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), sharing the GPU with training
   (`gpu_memory_utilization`, default 0.3).
+- Settings: the policy's dtype (vLLM's "auto" would sample an fp32 policy in bf16) and a context of the longest
+  prompt + max_new_tokens (a long-context model's full context may not fit a KV cache in 30% of the GPU).
+- `close()` shuts the engine down and frees its memory: the trainer calls it in a `finally`, since a pipeline
+  builds one engine per PPO run in one process (deleting an in-process engine alone does not free all of its
+  memory, vllm-project/vllm#21073).
 - Weights: the engine loads the initial policy from its directory, and `load_weights(policy)` copies the
   training policy's current weights into it after every PPO update (and once after a resume).
 - Log-probs: vLLM's are not used. PPO recomputes π_old with the training model on these ids
@@ -13,6 +18,8 @@ refusal is tested.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import importlib.util
 import os
 from typing import Any
@@ -34,12 +41,15 @@ def vllm_problem() -> str | None:
 class VllmSampler:
     """A vLLM engine on the policy's weights, refreshed from the training policy after each update."""
 
-    def __init__(self, model_dir: str, seed: int = 0, gpu_memory_utilization: float = 0.3, dtype: str = "auto"):
+    def __init__(self, model_dir: str, seed: int = 0, gpu_memory_utilization: float = 0.3,
+                 dtype: torch.dtype | str = "auto", max_model_len: int | None = None):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine's model in this process
         from vllm import LLM
 
+        if isinstance(dtype, torch.dtype):
+            dtype = str(dtype).removeprefix("torch.")  # vLLM takes "float32", "bfloat16", ...
         self.llm = LLM(model=str(model_dir), seed=seed, gpu_memory_utilization=gpu_memory_utilization, dtype=dtype,
-                       enable_prefix_caching=True)
+                       max_model_len=max_model_len, enable_prefix_caching=True)
 
     def generate(self, prompts: list[list[int]], eos_id: int, pad_id: int, settings: SamplingConfig) -> Rollout:
         """One response per prompt; the same layout and masks as `sampling.hf.generate`."""
@@ -68,3 +78,24 @@ class VllmSampler:
             runner = self.llm.llm_engine.model_executor.driver_worker.worker.model_runner
             runner.model.load_weights(weights)
         self.llm.reset_prefix_cache()  # cached prefixes were computed with the old weights
+
+    def close(self) -> None:
+        """Shut the engine down and free its GPU memory; safe to call twice."""
+        llm, self.llm = self.llm, None
+        if llm is None:
+            return
+        if callable(getattr(llm, "shutdown", None)):  # newer vLLM: LLM.shutdown()
+            llm.shutdown()
+        else:  # the V1 engine core (in this process: VLLM_ENABLE_V1_MULTIPROCESSING=0)
+            core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+            if callable(getattr(core, "shutdown", None)):
+                core.shutdown()
+        del llm
+        with contextlib.suppress(ImportError):  # the model-parallel groups vLLM set up for its one worker
+            from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+            destroy_model_parallel()
+            destroy_distributed_environment()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

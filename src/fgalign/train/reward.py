@@ -26,7 +26,7 @@ from fgalign.rl.update import TrainingDiverged
 from fgalign.runinfo import atomic_path, save_run_config
 from fgalign.train.guard import FiniteGuard, diverged_message, prepare_checkpoints, progress_callback
 from fgalign.train.pair_step import pair_loss
-from fgalign.train.sharding import full_state_dict, is_main_process
+from fgalign.train.sharding import full_state_dict, is_main_process, merged_lora_model
 
 
 @dataclass
@@ -320,10 +320,10 @@ def _train(cfg: RewardConfig, rm: RewardModel, pairs: list[dict], loss: str, ckp
         data_collator=PairCollator(rm.tokenizer.pad_token_id), level=cfg.level, loss=loss, anchor=cfg.anchor,
         group_by_length=cfg.group_by_length, callbacks=[progress_callback("train-rm")])
     result = trainer.train(resume_from_checkpoint=str(resume) if isinstance(resume, Path) else resume)
-    if cfg.lora:
-        rm.model = rm.model.merge_and_unload()
     state_dict = full_state_dict(trainer)  # sharded runs (FSDP, ZeRO-3): gathered, every rank takes part
     if trainer.is_world_process_zero():
+        if cfg.lora:  # merged after the gather, from whole weights (merging shards in place broke the save)
+            rm.model, state_dict = merged_lora_model(rm.model, state_dict), None
         with atomic_path(cfg.out, replace=cfg.overwrite) as tmp:
             rm.save(tmp, state_dict=state_dict)
             save_run_config(tmp, cfg, "train-rm", extra={"train": result.metrics, "pairs": len(pairs)})
