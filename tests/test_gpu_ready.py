@@ -263,3 +263,29 @@ def test_kl_to_reference_moves_the_reference_to_the_policys_device(tiny_policy_d
     ref.to = lambda device: moved.append(torch.device(device)) or ref  # spy on the one call that places it
     result = kl_to_reference(policy, ref, rollout)
     assert moved == [torch.device("cpu")] and result["kl_k1"] == pytest.approx(0.0, abs=1e-6)
+
+
+# -- defect 10: a LoRA RM after ZeRO-3 / FSDP -----------------------------------------------------------------
+def test_lora_rm_is_merged_from_the_gathered_weights_not_from_the_shards(tiny_policy_dir):
+    """Under ZeRO-3 a rank's parameters are empty placeholders; the full weights come from the gather, keyed
+    by the adapter-wrapped model. The merge must use those (it merged the shards, then saved mismatched keys)."""
+    from fgalign.models.reward import build_reward_model
+    from fgalign.train.reward import RewardConfig, apply_lora
+    from fgalign.train.sharding import merged_lora_model
+
+    rm = build_reward_model(tiny_policy_dir, "token", "mistake-bce")
+    apply_lora(rm, RewardConfig(data="unused", out="unused", model=str(tiny_policy_dir), lora=True))
+    torch.manual_seed(0)
+    with torch.no_grad():  # "trained": adapters and head away from their initial values
+        for name, p in rm.model.named_parameters():
+            if "lora_B" in name or "modules_to_save" in name:
+                p.normal_()
+    gathered = {k: v.clone() for k, v in rm.model.state_dict().items()}  # what full_state_dict returns
+    expected = copy.deepcopy(rm.model).merge_and_unload().state_dict()
+    for p in rm.model.parameters():
+        p.data = torch.empty(0)  # the shards this rank holds
+    merged = merged_lora_model(rm.model, gathered).state_dict()
+    assert merged.keys() == expected.keys() and not any("lora" in k for k in merged)
+    assert all(torch.equal(merged[k], expected[k]) for k in expected)
+    head = [k for k in expected if k.startswith(("score.", "classifier."))]
+    assert head and all(merged[k].abs().sum() > 0 for k in head)  # the trained head, not a fresh one
