@@ -92,7 +92,10 @@ if (( ! DRY )); then
   {
     date -u; nvidia-smi 2>&1 | head -15
     if ls "$WHEELS"/*.whl > /dev/null 2>&1; then
-      "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SCRATCH/site" "$WHEELS"/*.whl
+      for whl in "$WHEELS"/*.whl; do  # one by one: a wheel for another Python is reported, the rest still install
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SCRATCH/site" \
+          "$whl" || echo "not installed: $whl"
+      done
     else echo "no wheels in $WHEELS (bash benchmarks/gpu_wheels.sh here, then carry the folder)"; fi
     "$PY" - <<'PY'
 import importlib, torch
