@@ -9,7 +9,8 @@
 #   on the GPU:        bash benchmarks/gpu_check.sh          (device run: carry ["benchmarks/gpu_wheels"])
 #   here, any time:    bash benchmarks/gpu_check.sh --dry-run   (every step's command line parses; `make test`)
 # Environment: PYTHON (default python3), OUT (default runs/gpu-check), SCRATCH, BUDGET_S, SKIP="step names" (e.g.
-# to rerun only what failed), DEVICE (cuda), ALLOW_CPU=1 (run without a GPU: a trial of the script itself).
+# to rerun only what failed), DEVICE (cuda), ALLOW_CPU=1 (run without a GPU: a trial of the script itself) with
+# SLOW=N (every step's timeout times N; give BUDGET_S room too).
 #
 # Every step is optional: it has its own timeout, its exit code and seconds go to times.txt, and the check carries
 # on; the script exits non-zero at the end if any step failed. Steps are ordered by value and share one budget
@@ -27,6 +28,7 @@ OUT="${OUT:-runs/gpu-check}"
 SCRATCH="${SCRATCH:-/tmp/fgalign-gpu-check}"
 BUDGET_S="${BUDGET_S:-470}"
 SKIP=" ${SKIP:-} "
+SLOW="${SLOW:-1}"
 WHEELS="$ROOT/benchmarks/gpu_wheels"
 S="$SCRATCH/runs"
 LOGS="$SCRATCH/logs"
@@ -52,7 +54,7 @@ pack() {  # what comes back, refreshed after every step (a check killed part-way
 
 # run_step NAME LIMIT CMD...: run CMD with its own timeout (LIMIT, cut to the budget left), log, record.
 run_step() {
-  local name=$1 limit=$2 left t0 rc
+  local name=$1 limit=$(( $2 * SLOW )) left t0 rc
   shift 2
   if [[ "$SKIP" == *" $name "* ]]; then record "$name skipped: SKIP"; return 0; fi
   left=$(( DEADLINE - $(date +%s) - 5 ))
