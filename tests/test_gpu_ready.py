@@ -138,6 +138,26 @@ def test_kl_at_identical_weights_is_zero_under_bf16_mixed_precision(tiny_policy_
     assert with_autocast.kl.abs().max() == 0
 
 
+def test_ppo_under_bf16_from_the_environment_starts_at_zero_kl_and_evaluates_under_autocast(
+        tiny_policy_dir, tmp_path, monkeypatch, fresh_accelerate_state):
+    """The route benchmarks/gpu_check.sh takes: ACCELERATE_MIXED_PRECISION=bf16 (bf16 autocast runs on the CPU too).
+    Iteration 1 samples from the reference's own weights, so its KL must be exactly 0; the evaluation runs under
+    the same autocast, so its KL to the reference compares like with like."""
+    from fgalign.rl.trainer import PPOConfig, train_ppo
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    seen = []
+
+    def eval_fn(model, iteration):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return {}
+
+    cfg = PPOConfig(policy=str(tiny_policy_dir), rm="unused", out=str(tmp_path / "run"), iterations=1, batch_size=8,
+                    max_new_tokens=6, minibatches=2, epochs=1, n_prompts=16, micro_batch=8, device="cpu")
+    result = train_ppo(cfg, eval_fn=eval_fn, reward_model=TableRewardModel(300), task=FakeTask())
+    assert result["history"][0]["kl_k1"] == 0.0 and seen == [True]
+
+
 # -- defect 11: bf16 logits, host syncs, TF32 -------------------------------------------------------------------
 class _Logits(torch.nn.Module):
     """A model whose logits are fixed bf16 values (what a bf16 policy returns)."""

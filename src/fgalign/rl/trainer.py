@@ -323,7 +323,10 @@ def _train_ppo(cfg: PPOConfig, eval_fn: Callable | None, reward_model, task, eng
         done = it + 1 == cfg.iterations
         if eval_fn is not None and ((it + 1) % max(cfg.eval_every, 1) == 0 or done):
             if main:
-                with preserved_rng(accelerator.device):  # evaluation must not shift the training RNG streams
+                # Evaluation must not shift the training RNG streams, and measures its KL to the reference in
+                # the training's precision (under mixed precision the policy's forward autocasts, the
+                # reference's would not).
+                with preserved_rng(accelerator.device), accelerator.autocast():
                     result = {f"eval_{k}": v for k, v in eval_fn(raw_policy, it + 1).items()}
                 stats.update(result)
                 evals.append({"iteration": it + 1, **result})
