@@ -43,9 +43,12 @@ FAILED=()
 record() { echo "$*" | tee -a "$OUT/times.txt"; }
 
 pack() {  # what comes back, refreshed after every step (a check killed part-way still returns what it did)
-  for f in "$S"/*/ppo_log.jsonl "$S"/*/*/ppo_log.jsonl; do
-    [ -f "$f" ] && cp "$f" "$LOGS/$(basename "$(dirname "$f")").ppo_log.jsonl"
-  done
+  local f rel
+  while IFS= read -r f; do  # every PPO run's per-iteration log, the pipelines' too (micro_ppo_ppo-token_seed0...)
+    rel=${f#"$S"/}
+    rel=${rel%/ppo_log.jsonl}
+    cp "$f" "$LOGS/${rel//\//_}.ppo_log.jsonl"
+  done < <(find "$S" -name ppo_log.jsonl 2>/dev/null)
   tar czf "$OUT/logs.tar.gz" -C "$SCRATCH" logs 2>/dev/null
   [ -f "$LOGS/tests.log" ] && cp "$LOGS/tests.log" "$OUT/tests.log"
   for name in micro smollm2; do [ -f "$S/$name/results.json" ] && cp "$S/$name/results.json" "$OUT/results-$name.json"; done
