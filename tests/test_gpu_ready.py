@@ -13,7 +13,7 @@ from ppo_fakes import FakeTask, TableRewardModel
 
 from fgalign.models.policy import load_causal_lm, load_tokenizer
 from fgalign.models.value import ValueModel
-from fgalign.rl.update import RewardSettings, UpdateSettings, make_experience, ppo_update
+from fgalign.rl.update import PPORewardSettings, UpdateSettings, make_experience, ppo_update
 from fgalign.sampling.hf import generate
 from fgalign.sampling.rollout import Rollout, SamplingConfig
 
@@ -46,7 +46,7 @@ def _experience(policy_dir, n=8):
     prompts = [tok(p, add_special_tokens=False)["input_ids"] for p in FakeTask().prompts("train", n, 0)]
     rollout = generate(policy, prompts, tok.eos_token_id, tok.pad_token_id, SamplingConfig(max_new_tokens=8))
     scores = TableRewardModel(len(tok)).score_responses(rollout.prompt_lists(), rollout.response_lists(), tok)
-    exp = make_experience(rollout, scores, policy, ref, value, 0.1, RewardSettings(reward="sequence"), gamma=1.0,
+    exp = make_experience(rollout, scores, policy, ref, value, 0.1, PPORewardSettings(reward="sequence"), gamma=1.0,
                           lam=0.95, whiten_advantages=True, temperature=1.0, micro_batch=4)
     return policy, ref, value, rollout, scores, exp
 
@@ -129,7 +129,7 @@ def test_kl_at_identical_weights_is_zero_under_bf16_mixed_precision(tiny_policy_
     accelerator = Accelerator(cpu=True, mixed_precision="bf16")
     policy = accelerator.prepare(load_causal_lm(tiny_policy_dir))
     raw = accelerator.unwrap_model(policy)  # the trainer's raw_policy: its forward still autocasts
-    kw = dict(beta=0.1, rs=RewardSettings(reward="sequence"), gamma=1.0, lam=0.95, whiten_advantages=True,
+    kw = dict(beta=0.1, rs=PPORewardSettings(reward="sequence"), gamma=1.0, lam=0.95, whiten_advantages=True,
               temperature=1.0, micro_batch=4)
     without = make_experience(rollout, scores, raw, ref, value, **kw)
     assert without.kl.abs().max() > 1e-4  # the fault: bf16 policy against an fp32 reference

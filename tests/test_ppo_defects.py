@@ -10,7 +10,7 @@ from fgalign.rl.kl import PIKLController
 from fgalign.sampling.hf import generate
 from fgalign.sampling.rollout import SamplingConfig
 from fgalign.rl.trainer import PPOConfig, train_ppo
-from fgalign.rl.update import RewardSettings, make_experience
+from fgalign.rl.update import PPORewardSettings, make_experience
 
 
 def test_rollouts_are_scored_with_dropout_off(tiny_tokenizer):
@@ -26,7 +26,7 @@ def test_rollouts_are_scored_with_dropout_off(tiny_tokenizer):
     rollout = generate(policy, prompts, tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id,
                        SamplingConfig(max_new_tokens=8))
     rm_out = TableRewardModel(len(tiny_tokenizer)).score_responses(rollout.prompt_lists(), rollout.response_lists())
-    kw = dict(beta=0.1, rs=RewardSettings(reward="token"), gamma=1.0, lam=0.95, whiten_advantages=True,
+    kw = dict(beta=0.1, rs=PPORewardSettings(reward="token"), gamma=1.0, lam=0.95, whiten_advantages=True,
               temperature=1.0, micro_batch=8)
     exp = make_experience(rollout, rm_out, policy, ref, value, **kw)
     assert torch.count_nonzero(exp.kl) == 0

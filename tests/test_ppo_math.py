@@ -7,7 +7,7 @@ import torch
 from fgalign.rl.kl import AdaptiveKLController, FixedKLController, kl_per_token
 from fgalign.rl.ppo import (entropy_from_logits, explained_variance, gae, logprobs_from_logits, masked_mean,
                             policy_loss, value_loss)
-from fgalign.rl.rewards import (at_last_index, compose_rewards, masked_whiten, rm_rewards, shaped_rewards,
+from fgalign.rl.rewards import (at_last_index, compose_rewards, masked_whiten, RewardSettings, rm_rewards, shaped_rewards,
                                 truncation_penalty)
 
 NEG_INF = float("-inf")
@@ -122,25 +122,25 @@ def _fake_rm_outputs():
 
 def test_rm_reward_modes_by_hand():
     token, prefix, seq, mask, last = _fake_rm_outputs()
-    torch.testing.assert_close(rm_rewards("token", token, prefix, seq, mask, last), token)
-    torch.testing.assert_close(rm_rewards("sequence", token, prefix, seq, mask, last),
+    torch.testing.assert_close(rm_rewards(RewardSettings("token", "raw", 1.0, "none"), token, prefix, seq, mask, last), token)
+    torch.testing.assert_close(rm_rewards(RewardSettings("sequence", "raw", 1.0, "none"), token, prefix, seq, mask, last),
                                torch.tensor([[0, 0, 1.0, 0], [0, 3.0, 0, 0]]))
-    torch.testing.assert_close(rm_rewards("token+sequence", token, prefix, seq, mask, last, alpha=0.5),
+    torch.testing.assert_close(rm_rewards(RewardSettings("token+sequence", "raw", 0.5, "none"), token, prefix, seq, mask, last),
                                torch.tensor([[0.5, -0.5, 2.5, 0], [1.0, 5.0, 0, 0]]))
-    mean = rm_rewards("token", token, prefix, seq, mask, last, scale="mean")
+    mean = rm_rewards(RewardSettings("token", "mean", 1.0, "none"), token, prefix, seq, mask, last)
     torch.testing.assert_close(mean.sum(1), seq)  # divided by length: rows sum to the sequence score
     totals_std = torch.tensor([1.0, 3.0]).std(correction=0)
-    torch.testing.assert_close(rm_rewards("sequence", token, prefix, seq, mask, last, scale="total-std"),
+    torch.testing.assert_close(rm_rewards(RewardSettings("sequence", "total-std", 1.0, "none"), token, prefix, seq, mask, last),
                                at_last_index(seq / totals_std, last, 4))
-    white = rm_rewards("token", token, prefix, seq, mask, last, scale="whiten")
+    white = rm_rewards(RewardSettings("token", "whiten", 1.0, "none"), token, prefix, seq, mask, last)
     torch.testing.assert_close(masked_mean(white, mask), torch.tensor(0.0), atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="telescoping"):
-        rm_rewards("token-shaped", token, prefix, seq, mask, last, scale="whiten")
+        rm_rewards(RewardSettings("token-shaped", "whiten", 1.0, "none"), token, prefix, seq, mask, last)
 
 
 def test_shaped_rewards_telescope_to_the_sequence_score():
     token, prefix, seq, mask, last = _fake_rm_outputs()
-    shaped = rm_rewards("token-shaped", token, prefix, seq, mask, last)
+    shaped = rm_rewards(RewardSettings("token-shaped", "raw", 1.0, "none"), token, prefix, seq, mask, last)
     torch.testing.assert_close(shaped, torch.tensor([[1.0, -1.0, 1.0, 0], [2.0, 1.0, 0, 0]]))
     torch.testing.assert_close(shaped.sum(1), seq)
     g = torch.Generator().manual_seed(0)
@@ -156,8 +156,8 @@ def test_dense_reward_that_is_eos_only_equals_sequence_mode():
     eos_only = at_last_index(seq, last, 4)
     kl = torch.randn(2, 4)
     for scale in ("raw", "total-std"):
-        dense = rm_rewards("token", eos_only, prefix, seq, mask, last, scale=scale)
-        sparse = rm_rewards("sequence", eos_only, prefix, seq, mask, last, scale=scale)
+        dense = rm_rewards(RewardSettings("token", scale, 1.0, "none"), eos_only, prefix, seq, mask, last)
+        sparse = rm_rewards(RewardSettings("sequence", scale, 1.0, "none"), eos_only, prefix, seq, mask, last)
         assert torch.equal(compose_rewards(dense, kl, 0.1, mask), compose_rewards(sparse, kl, 0.1, mask))
 
 

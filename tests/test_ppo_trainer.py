@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from fgalign.models.policy import load_causal_lm, load_tokenizer
 from fgalign.models.value import ValueModel
 from fgalign.rl.trainer import PPOConfig, prompt_indices, rollout_pad_id, train_ppo
-from fgalign.rl.update import RewardSettings, TrainingDiverged, UpdateSettings, make_experience, ppo_update
+from fgalign.rl.update import PPORewardSettings, TrainingDiverged, UpdateSettings, make_experience, ppo_update
 from fgalign.sampling.hf import generate
 from fgalign.sampling.rollout import SamplingConfig
 
@@ -52,7 +52,7 @@ def test_dense_eos_only_reward_equals_sequence_path_exactly(policy_dir):
     for mode, rm_out in (("token", eos_only), ("sequence", dense)):
         policy, value = copy.deepcopy(base), copy.deepcopy(value0)
         opts = (torch.optim.AdamW(policy.parameters(), lr=1e-3), torch.optim.AdamW(value.parameters(), lr=1e-3))
-        rs = RewardSettings(reward=mode, reward_scale="total-std")
+        rs = PPORewardSettings(reward=mode, reward_scale="total-std")
         exp = make_experience(rollout, rm_out, policy, ref, value, 0.1, rs, gamma=1.0, lam=0.95,
                               whiten_advantages=True, temperature=1.0, micro_batch=4)
         torch.manual_seed(123)

@@ -10,7 +10,7 @@ import fgalign.rl.update as update
 from fgalign.models.policy import load_causal_lm, load_tokenizer
 from fgalign.models.value import ValueModel
 from fgalign.models.side_by_side import can_run_side_by_side, run_side_by_side
-from fgalign.rl.update import RewardSettings, TrainingDiverged, UpdateSettings, make_experience, ppo_update
+from fgalign.rl.update import PPORewardSettings, TrainingDiverged, UpdateSettings, make_experience, ppo_update
 from fgalign.sampling.hf import generate
 from fgalign.sampling.rollout import SamplingConfig
 
@@ -31,7 +31,7 @@ def _setup(policy_dir):
     prompts = [tok(p, add_special_tokens=False)["input_ids"] for p in FakeTask().prompts("train", 8, 0)]
     rollout = generate(policy, prompts, tok.eos_token_id, tok.pad_token_id, SamplingConfig(max_new_tokens=8))
     scores = TableRewardModel(len(tok)).score_responses(rollout.prompt_lists(), rollout.response_lists(), tok)
-    exp = make_experience(rollout, scores, policy, ref, value, 0.1, RewardSettings(reward="sequence"), gamma=1.0,
+    exp = make_experience(rollout, scores, policy, ref, value, 0.1, PPORewardSettings(reward="sequence"), gamma=1.0,
                           lam=0.95, whiten_advantages=True, temperature=1.0, micro_batch=4)
     return policy, value, exp
 
@@ -91,7 +91,7 @@ def test_experience_scored_side_by_side_equals_serial(tiny_policy_dir, two_threa
     scores = TableRewardModel(len(tok)).score_responses(exp.rollout.prompt_lists(), exp.rollout.response_lists(), tok)
     monkeypatch.setattr(update, "can_run_side_by_side", lambda models, acc=None, uses_rng=True: False)
     torch.set_num_threads(1)
-    serial = make_experience(exp.rollout, scores, policy, ref, value, 0.1, RewardSettings(reward="sequence"),
+    serial = make_experience(exp.rollout, scores, policy, ref, value, 0.1, PPORewardSettings(reward="sequence"),
                              gamma=1.0, lam=0.95, whiten_advantages=True, temperature=1.0, micro_batch=4)
     for name in ("logprobs", "ref_logprobs", "values", "rewards", "advantages", "returns"):
         assert torch.equal(getattr(serial, name), getattr(exp, name)), name

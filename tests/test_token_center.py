@@ -1,7 +1,7 @@
 """Median centring of token rewards removes the length term a token RM's correct-token offset creates."""
 import torch
 
-from fgalign.rl.rewards import median_centered, rm_rewards
+from fgalign.rl.rewards import median_centered, RewardSettings, rm_rewards
 
 
 def _batch():
@@ -14,9 +14,9 @@ def _batch():
 
 def test_raw_token_rewards_pay_for_shortness_and_centred_ones_do_not():
     r, mask, last = _batch()
-    raw = rm_rewards("token", r, r, r.mean(1), mask, last).sum(1)
+    raw = rm_rewards(RewardSettings("token", "raw", 1.0, "none"), r, r, r.mean(1), mask, last).sum(1)
     assert raw[0] > raw[1]  # the shorter answer wins on length alone
-    centred = rm_rewards("token", r, r, r.mean(1), mask, last, center="median").sum(1)
+    centred = rm_rewards(RewardSettings("token", "raw", 1.0, "median"), r, r, r.mean(1), mask, last).sum(1)
     torch.testing.assert_close(centred[0], centred[1])
     torch.testing.assert_close(centred, torch.tensor([-3.8, -3.8]))  # the mistake keeps its penalty
 

@@ -12,7 +12,7 @@ import torch
 
 from fgalign.rl.kl import kl_per_token
 from fgalign.rl.ppo import gae
-from fgalign.rl.rewards import compose_rewards, masked_whiten, rm_rewards
+from fgalign.rl.rewards import compose_rewards, masked_whiten, RewardSettings, rm_rewards
 
 
 def trl_masked_whiten(values, mask, bessel, shift_mean=True):
@@ -57,7 +57,7 @@ def trl_rewards_and_advantages(logprobs, ref_logprobs, values, scores, sequence_
 def ours(logprobs, ref_logprobs, values, scores, last, kl_coef, gamma, lam):
     T = logprobs.shape[1]
     mask = torch.arange(T)[None, :] <= last[:, None]  # (B, T)
-    rm = rm_rewards("sequence", torch.zeros_like(logprobs), torch.zeros_like(logprobs), scores, mask, last)
+    rm = rm_rewards(RewardSettings("sequence", "raw", 1.0, "none"), torch.zeros_like(logprobs), torch.zeros_like(logprobs), scores, mask, last)
     rewards = compose_rewards(rm, kl_per_token(logprobs, ref_logprobs, mask), kl_coef, mask)
     advantages, returns = gae(rewards, torch.where(mask, values, 0.0), mask, gamma, lam)
     return rewards, masked_whiten(advantages, mask), returns, mask

@@ -62,7 +62,9 @@ def other_vocab_rm_dir(tmp_path_factory):
 
 
 def verl_config(policy_dir, rm_dir, reward="token", scale="raw", manager=plugin.MANAGER_FQN, v1=False,
-                agent_loop="single_turn_agent", **reward_extra):
+                agent_loop="single_turn_agent", center="none", **reward_extra):
+    """verl's config with the plug-in; uncentred r_t unless `center` says otherwise, so that the placement tests
+    compare against the RM's own values (tests/test_reward_settings.py checks the defaults against fgalign ppo)."""
     return OmegaConf.create({
         "trainer": {"use_v1": v1},
         "actor_rollout_ref": {
@@ -76,7 +78,8 @@ def verl_config(policy_dir, rm_dir, reward="token", scale="raw", manager=plugin.
             "reward_manager": {"source": "importlib", "name": "FgalignRewardManager",
                                "module": {"path": "pkg://fgalign.integrations.verl", "name": "custom_reward_manager"}},
             "reward_model": {"enable": False},
-            "reward_kwargs": {"fgalign": {"rm": str(rm_dir), "reward": reward, "reward_scale": scale}},
+            "reward_kwargs": {"fgalign": {"rm": str(rm_dir), "reward": reward, "reward_scale": scale,
+                                          "token_center": center}},
             **reward_extra,
         },
     })
@@ -373,6 +376,12 @@ def test_settings_and_config_errors(tiny_policy_dir, rm_dir):
                               agent_loop=plugin.AGENT_LOOP_NAME)
     with pytest.raises(InputError, match="whole batch"):
         plugin.check_verl_config(batch_scale, plugin.FgalignVerlSettings.from_verl_config(batch_scale))
+    v1_median = verl_config(tiny_policy_dir, rm_dir, center="median", v1=True, manager=None,
+                            agent_loop=plugin.AGENT_LOOP_NAME)
+    with pytest.raises(InputError, match="token_center"):  # a batch median, one trajectory at a time: refused
+        plugin.check_verl_config(v1_median, plugin.FgalignVerlSettings.from_verl_config(v1_median))
+    legacy_median = verl_config(tiny_policy_dir, rm_dir, center="median")  # the legacy trainer has the batch
+    plugin.check_verl_config(legacy_median, plugin.FgalignVerlSettings.from_verl_config(legacy_median))
     for v1 in (False, True):  # the sequence score at the last token is verl's own path: nothing else needed
         seq_raw = verl_config(tiny_policy_dir, rm_dir, reward="sequence", manager=None, v1=v1)
         plugin.check_verl_config(seq_raw, plugin.FgalignVerlSettings.from_verl_config(seq_raw))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from fgalign.data.outputs import check_output
 from fgalign.errors import InputError, require_int
@@ -26,6 +27,7 @@ from fgalign.eval.rm_eval import auc
 from fgalign.eval.winrate import bootstrap_interval, make_judge
 from fgalign.models.policy import load_causal_lm, load_tokenizer, resolve_device
 from fgalign.models.reward import load_reward_model
+from fgalign.rl.rewards import RewardSettings, rm_rewards
 from fgalign.runinfo import save_run_config, seed_everything, write_json
 from fgalign.sampling.hf import progress, sample_responses
 from fgalign.sampling.rollout import SamplingConfig
@@ -77,17 +79,23 @@ def ns_up_to(n: int) -> list[int]:
     return out if out[-1] == n else out + [n]
 
 
+TOKEN_SUM = RewardSettings(reward="token", reward_scale="raw")  # token_center: PPO's default
+
+
 def ranking_scores(rm, prompts: list[str], candidates: list[list[str]]) -> dict[str, np.ndarray]:
     """(P, N) scores of every candidate by the RM: a token RM gives its centred token sum and its sequence score."""
     P, N = len(prompts), len(candidates[0])
     out = rm.score_texts([p for p in prompts for _ in range(N)], [c for row in candidates for c in row])
     if rm.level != "token":
         return {"sequence": out.sequence_score.numpy().reshape(P, N)}
-    lengths = np.array([len(rm.encode_response(c)) for row in candidates for c in row])
-    mask = np.arange(out.token_rewards.shape[1])[None, :] < lengths[:, None]  # (P·N, T): the response's tokens
-    rewards = out.token_rewards.numpy()
-    centred = np.where(mask, rewards - np.median(rewards[mask]), 0.0)  # as PPO's `--token-center median`
-    return {"token sum": centred.sum(1).reshape(P, N), "sequence": out.sequence_score.numpy().reshape(P, N)}
+    lengths = torch.tensor([len(rm.encode_response(c)) for row in candidates for c in row])
+    mask = torch.arange(out.token_rewards.shape[1])[None, :] < lengths[:, None]  # (P·N, T): the response's tokens
+    token_rewards = out.token_rewards.float()
+    # What `fgalign ppo --reward token` sums, through the same function and default centring; the scale is left
+    # out (raw): total-std divides every candidate by one number, which changes no ranking.
+    rewards = rm_rewards(TOKEN_SUM, token_rewards, token_rewards, out.sequence_score.float(), mask,
+                         (lengths - 1).clamp_min(0))
+    return {"token sum": rewards.sum(1).reshape(P, N).numpy(), "sequence": out.sequence_score.numpy().reshape(P, N)}
 
 
 def best_of_n_curve(scores: np.ndarray, wins: np.ndarray, ns: list[int]) -> list[dict]:

@@ -17,15 +17,17 @@ when it serves a reward model of its own). So the plug-in has two parts, both lo
    - verl's default trainer (`trainer.use_v1=True`) stores each trajectory as `AgentLoopOutput.as_dict()`
      makes it: the agent loop `FgalignSingleTurnAgentLoop` (`actor_rollout_ref.rollout.agent.
      default_agent_loop=fgalign_single_turn`, registered by examples/verl/agent_loops.yaml) returns outputs
-     whose `as_dict` writes the dense row. One trajectory at a time, so scales `raw` and `mean` only.
+     whose `as_dict` writes the dense row. One trajectory at a time, so scales `raw` and `mean` only, and
+     `token_center: none` (a batch median needs the batch).
    - the legacy trainer (`trainer.use_v1=False`) batches trajectories first: `FgalignAgentLoopManager`
      (`+actor_rollout_ref.rollout.agent.agent_loop_manager_class=...`) places the rewards on the whole
-     batch, so the batch-level scales (total-std, whiten) mean what they mean in `fgalign ppo`.
+     batch, so the batch-level settings (median centring, total-std, whiten) mean what they mean in
+     `fgalign ppo`, whose defaults they are.
 
 With neither, verl trains on the RM's sequence score at the last token (fgalign's `sequence` mode, raw
 scale); the reward manager refuses any other setting then, rather than train on something else. Settings
-live under `reward.reward_kwargs.fgalign` (`FgalignVerlSettings`). Single-turn rollouts: the RM scores the
-whole response.
+live under `reward.reward_kwargs.fgalign` (`FgalignVerlSettings`: `fgalign ppo`'s `RewardSettings`, with its
+defaults, plus the RM's path). Single-turn rollouts: the RM scores the whole response.
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ from verl.utils.ray_utils import auto_await
 
 from fgalign.errors import InputError
 from fgalign.models.reward import RewardModel, load_reward_model
-from fgalign.rl.rewards import reward_options_problem, rm_rewards
+from fgalign.rl.rewards import SEQUENCE_AT_LAST, RewardSettings, rm_rewards
 
 TOKEN_KEY, PREFIX_KEY, SEQUENCE_KEY = "fgalign_token_rewards", "fgalign_prefix_scores", "fgalign_sequence_score"
 ROW_KEYS = (TOKEN_KEY, PREFIX_KEY)  # per-token rows: moved into rm_scores, then dropped from the batch
@@ -57,17 +59,12 @@ PER_TRAJECTORY_SCALES = ("raw", "mean")  # what one trajectory at a time can com
 
 
 @dataclass
-class FgalignVerlSettings:
-    """`reward.reward_kwargs.fgalign` in verl's config."""
+class FgalignVerlSettings(RewardSettings):
+    """`reward.reward_kwargs.fgalign` in verl's config: `fgalign ppo`'s reward settings (`RewardSettings`: reward,
+    reward_scale, alpha, token_center — same names, same defaults, same check), plus where the RM is and runs."""
 
-    rm: str
-    """Reward model directory saved by `fgalign train-rm` (token- or sequence-level)."""
-    reward: str = "token"
-    """token | token-shaped | token+sequence | sequence — as `fgalign ppo --reward`."""
-    reward_scale: str = "total-std"
-    """raw | mean | whiten | total-std — as `fgalign ppo --reward-scale` (batch-level, on the driver)."""
-    alpha: float = 1.0
-    """Weight of the token rewards in `token+sequence`."""
+    rm: str = ""
+    """Reward model directory saved by `fgalign train-rm` (token- or sequence-level). Required."""
     device: str = "auto"
     """Where the RM runs inside each reward worker: auto (CUDA when the worker sees a GPU), cpu, cuda."""
 
@@ -85,14 +82,14 @@ class FgalignVerlSettings:
         if not raw.get("rm"):
             raise InputError("missing: an fgalign reward model directory", field="reward.reward_kwargs.fgalign.rm")
         settings = cls(**raw)
-        if (problem := reward_options_problem(settings.reward, settings.reward_scale)) is not None:
+        if (problem := settings.problem()) is not None:
             raise InputError(problem, field="reward.reward_kwargs.fgalign")
         return settings
 
     @property
     def needs_placement(self) -> bool:
         """Anything but the sequence score at the last token needs part 2 (the placement)."""
-        return not (self.reward == "sequence" and self.reward_scale == "raw")
+        return (self.reward, self.reward_scale) != (SEQUENCE_AT_LAST.reward, SEQUENCE_AT_LAST.reward_scale)
 
 
 def check_verl_config(config: Any, settings: FgalignVerlSettings) -> None:
@@ -121,6 +118,11 @@ def check_verl_config(config: Any, settings: FgalignVerlSettings) -> None:
                              f"stores rewards one trajectory at a time: use one of {PER_TRAJECTORY_SCALES}, or "
                              f"trainer.use_v1=False with agent_loop_manager_class={MANAGER_FQN}",
                              field="reward.reward_kwargs.fgalign.reward_scale")
+        if settings.token_center != "none" and settings.reward in ("token", "token+sequence"):
+            raise InputError(f"token_center '{settings.token_center}' subtracts the batch's median token reward, "
+                             "and verl's v1 trainer stores rewards one trajectory at a time: set token_center: none "
+                             f"(uncentred r_t), or use trainer.use_v1=False with agent_loop_manager_class="
+                             f"{MANAGER_FQN} to get fgalign ppo's default", field="reward.reward_kwargs.fgalign.token_center")
     elif not _is_fgalign_manager(agent.get("agent_loop_manager_class")):
         raise InputError(f"reward '{settings.reward}' with scale '{settings.reward_scale}' needs "
                          f"+actor_rollout_ref.rollout.agent.agent_loop_manager_class={MANAGER_FQN}: without it "
@@ -222,8 +224,7 @@ def dense_rm_scores(settings: FgalignVerlSettings, token_rewards: torch.Tensor, 
     """verl's `rm_scores` (B, R) from the RM's rows: `fgalign.rl.rewards.rm_rewards`, zero off the response."""
     mask = response_mask.bool()
     last_index = (mask.sum(dim=1) - 1).clamp_min(0)  # (B,) the last response token
-    rm = rm_rewards(settings.reward, token_rewards.float(), prefix_scores.float(), sequence_score.float(), mask,
-                    last_index, scale=settings.reward_scale, alpha=settings.alpha)
+    rm = rm_rewards(settings, token_rewards.float(), prefix_scores.float(), sequence_score.float(), mask, last_index)
     return torch.where(mask, rm, 0.0).float()
 
 

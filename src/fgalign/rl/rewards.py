@@ -9,7 +9,8 @@ differ only where they should (DESIGN §1.5).
 """
 from __future__ import annotations
 
-from typing import Literal, get_args
+from dataclasses import dataclass
+from typing import Callable, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -22,6 +23,7 @@ RewardScale = Literal["raw", "mean", "whiten", "total-std"]
 TokenCenter = Literal["median", "none"]
 REWARD_MODES: tuple[str, ...] = get_args(RewardMode)
 REWARD_SCALES: tuple[str, ...] = get_args(RewardScale)
+TOKEN_CENTERS: tuple[str, ...] = get_args(TokenCenter)
 
 
 def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
@@ -40,7 +42,7 @@ def median_centered(token_rewards: Tensor, response_mask: Tensor) -> Tensor:
 
     A token RM's correct tokens sit near, not at, 0 (−0.08 to −0.2 per token in the default world, despite
     the anchor). Summed over a response that offset is a length term: every token dropped pays, so PPO learns
-    shorter answers that miss items (issue 10: length 15 → 8 tokens in 15 iterations without KL). Most
+    shorter answers that miss items (measured: length 15 → 8 tokens in 15 iterations without KL). Most
     tokens are correct, so the median is the correct-token level: after centring a correct token earns ~0,
     a mistake keeps its full penalty, and neither shortening nor padding pays.
     """
@@ -62,37 +64,77 @@ def total_std_scaled(rm: Tensor) -> Tensor:
     return rm / std if std > 1e-6 else rm
 
 
-def reward_options_problem(mode: str, scale: str) -> str | None:
-    """Why a (mode, scale) pair makes no sense, or None when it does."""
-    if mode not in REWARD_MODES:
-        return f"unknown reward mode '{mode}': expected one of {REWARD_MODES}"
-    if scale not in REWARD_SCALES:
-        return f"unknown reward scale '{scale}': expected one of {REWARD_SCALES}"
-    if scale in ("mean", "whiten") and mode == "token-shaped":
-        return f"reward scale '{scale}' would break the telescoping sum of 'token-shaped' rewards; use 'raw' or 'total-std'"
-    if scale == "mean" and mode == "sequence":
-        return "reward scale 'mean' divides token rewards by length; 'sequence' has none"
-    return None
+@dataclass
+class RewardSettings:
+    """How the reward model's output becomes the (B, T) reward: `rm_rewards` takes this and nothing else.
+
+    Declared once, here, and used by every consumer so that they cannot drift apart: `fgalign ppo` (PPOConfig
+    inherits these options: same names, same docs, same defaults), the verl plug-in
+    (`reward.reward_kwargs.fgalign`), best-of-n's token ranking and the OpenRLHF server (`SEQUENCE_AT_LAST`)."""
+
+    reward: RewardMode = "token"
+    """How the RM's output becomes rewards: per-token r_t, potential-shaped S_t − S_{t−1}, α·r_t plus the
+    sequence score at the last token, or the sequence score at the last token only."""
+    reward_scale: RewardScale = "total-std"
+    """raw; mean (token rewards / length); whiten (over the batch); total-std (divide by the batch std of each
+    response's total reward, no centring: DESIGN §6 found it keeps the length term out)."""
+    alpha: float = 1.0
+    """Weight of the token rewards in `token+sequence`."""
+    token_center: TokenCenter = "median"
+    """Subtract the batch median of the token RM's r_t (token, token+sequence): correct tokens then earn ~0 and
+    the response's total carries no length term (without it PPO learned to drop items); "none" keeps r_t as
+    the RM gives it."""
+
+    def problem(self) -> str | None:
+        """Why these settings make no sense, or None when they do (the one check every consumer runs)."""
+        if self.reward not in REWARD_MODES:
+            return f"unknown reward mode '{self.reward}': expected one of {REWARD_MODES}"
+        if self.reward_scale not in REWARD_SCALES:
+            return f"unknown reward scale '{self.reward_scale}': expected one of {REWARD_SCALES}"
+        if self.token_center not in TOKEN_CENTERS:
+            return f"unknown token centring '{self.token_center}': expected one of {TOKEN_CENTERS}"
+        if self.reward_scale in ("mean", "whiten") and self.reward == "token-shaped":
+            return (f"reward scale '{self.reward_scale}' would break the telescoping sum of 'token-shaped' rewards; "
+                    "use 'raw' or 'total-std'")
+        if self.reward_scale == "mean" and self.reward == "sequence":
+            return "reward scale 'mean' divides token rewards by length; 'sequence' has none"
+        return None
 
 
-def rm_rewards(mode: str, token_rewards: Tensor, prefix_scores: Tensor, sequence_score: Tensor,
-               response_mask: Tensor, last_index: Tensor, scale: str = "raw", alpha: float = 1.0,
-               center: str = "none") -> Tensor:
+# The sequence score at the last token, unscaled: what an engine that takes one number per response gets
+# (OpenRLHF, verl without the placement).
+SEQUENCE_AT_LAST = RewardSettings(reward="sequence", reward_scale="raw")
+
+
+# The reward modes, a registry (as verl's core_algos does for advantage estimators): mode -> (B, T) reward from
+# the centred/scaled token rewards `dense`, the prefix scores S_t, the sequence score at the last token, α.
+_MODES: dict[str, Callable[[Tensor, Tensor, Tensor, float], Tensor]] = {
+    "token": lambda dense, shaped, at_last, alpha: dense,
+    "token-shaped": lambda dense, shaped, at_last, alpha: shaped,
+    "token+sequence": lambda dense, shaped, at_last, alpha: alpha * dense + at_last,
+    "sequence": lambda dense, shaped, at_last, alpha: at_last,
+}
+assert tuple(_MODES) == REWARD_MODES, "every RewardMode needs its rewards"
+
+
+def rm_rewards(settings: RewardSettings, token_rewards: Tensor, prefix_scores: Tensor, sequence_score: Tensor,
+               response_mask: Tensor, last_index: Tensor) -> Tensor:
     """The reward model's part of the reward, per response token.  # (B, T)
 
-    `center` ("median" or "none") applies to the token RM's r_t in `token` and `token+sequence` (see
-    `median_centered`); the sequence score and the shaped rewards carry no per-token offset.
+    `settings.token_center` ("median" or "none") applies to the token RM's r_t in `token` and `token+sequence`
+    (see `median_centered`); the sequence score and the shaped rewards carry no per-token offset.
 
-    `scale`: raw; mean (token rewards / response length, so a mean-of-tokens RM's rows sum to its sequence
-    score); whiten (token rewards whitened over the batch's tokens, sequence scores over the batch);
-    total-std (everything divided by the batch std of per-response totals, no centring).
+    `settings.reward_scale`: raw; mean (token rewards / response length, so a mean-of-tokens RM's rows sum to
+    its sequence score); whiten (token rewards whitened over the batch's tokens, sequence scores over the
+    batch); total-std (everything divided by the batch std of per-response totals, no centring).
     """
-    if (problem := reward_options_problem(mode, scale)) is not None:
+    if (problem := settings.problem()) is not None:
         raise ValueError(problem)
+    scale = settings.reward_scale
     T = response_mask.shape[1]
     length = response_mask.sum(dim=1, keepdim=True).clamp_min(1)  # (B, 1)
     dense = torch.where(response_mask, token_rewards, 0.0)  # (B, T)
-    if center == "median":
+    if settings.token_center == "median":
         dense = median_centered(dense, response_mask)
     if scale == "mean":
         dense = dense / length
@@ -100,14 +142,8 @@ def rm_rewards(mode: str, token_rewards: Tensor, prefix_scores: Tensor, sequence
         dense = masked_whiten(dense, response_mask)
         sequence_score = (sequence_score - sequence_score.mean()) / (sequence_score.std(correction=0) + 1e-8)
 
-    if mode == "token":
-        rm = dense
-    elif mode == "token-shaped":
-        rm = shaped_rewards(prefix_scores, response_mask)
-    elif mode == "token+sequence":
-        rm = alpha * dense + at_last_index(sequence_score, last_index, T)
-    else:  # "sequence": reward_options_problem ruled out anything else
-        rm = at_last_index(sequence_score, last_index, T)
+    shaped = shaped_rewards(prefix_scores, response_mask)
+    rm = _MODES[settings.reward](dense, shaped, at_last_index(sequence_score, last_index, T), settings.alpha)
     return total_std_scaled(rm) if scale == "total-std" else rm
 
 

@@ -25,8 +25,7 @@ from fgalign.rl.checkpoint import STATE_FILE, check_run_dir, latest_checkpoint, 
 from fgalign.rl.kl import make_kl_controller
 from fgalign.rl.metrics_log import MetricsLog
 from fgalign.rl.oracle_reward import TaskRewardModel
-from fgalign.rl.rewards import reward_options_problem
-from fgalign.rl.update import (RewardSettings, TrainingDiverged, UpdateSettings, experience_stats, make_experience,
+from fgalign.rl.update import (PPORewardSettings, TrainingDiverged, UpdateSettings, experience_stats, make_experience,
                                ppo_update)
 from fgalign.runinfo import preserved_rng, save_run_config, seed_everything
 from fgalign.sampling.hf import generate
@@ -52,7 +51,7 @@ class PPOPaths:
 # in reverse because dataclass fields come from the last base first: --help shows paths, reward, update options,
 # then the loop's own.
 @dataclass
-class PPOConfig(UpdateSettings, RewardSettings, PPOPaths):
+class PPOConfig(UpdateSettings, PPORewardSettings, PPOPaths):
     """Fine-grained PPO. Defaults suit a 2-layer 128-d GPT-2 on CPU (a few seconds per iteration)."""
 
     task: str = "default"
@@ -205,7 +204,7 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
 def _train_ppo(cfg: PPOConfig, eval_fn: Callable | None, reward_model, task, engines: list) -> dict:
     from accelerate import Accelerator
 
-    if (problem := reward_options_problem(cfg.reward, cfg.reward_scale)) is not None:
+    if (problem := cfg.problem()) is not None:
         raise InputError(problem, field="--reward-scale")
     if cfg.batch_size < cfg.minibatches:
         raise InputError(f"batch_size {cfg.batch_size} < minibatches {cfg.minibatches}", field="--batch-size")
@@ -293,7 +292,7 @@ def _train_ppo(cfg: PPOConfig, eval_fn: Callable | None, reward_model, task, eng
         t1 = time.perf_counter()
         rm_out = reward_model.score_responses(rollout.prompt_lists(), rollout.response_lists(), tokenizer)
         try:
-            # cfg is a RewardSettings and an UpdateSettings (PPOConfig inherits both).
+            # cfg is a PPORewardSettings and an UpdateSettings (PPOConfig inherits both).
             exp = make_experience(rollout, rm_out, raw_policy, ref_model, raw_value, beta=kl_ctl.beta, rs=cfg,
                                   gamma=cfg.gamma, lam=cfg.lam, whiten_advantages=cfg.whiten_advantages,
                                   temperature=cfg.temperature, micro_batch=cfg.micro_batch, iteration=it + 1,

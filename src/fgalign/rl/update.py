@@ -15,8 +15,7 @@ from torch import Tensor
 from fgalign.rl.kl import kl_per_token
 from fgalign.rl.advantages import estimate_advantages
 from fgalign.rl.ppo import explained_variance, masked_mean, policy_loss, value_loss
-from fgalign.rl.rewards import (RewardMode, RewardScale, TokenCenter, compose_rewards, masked_whiten, rm_rewards,
-                                truncation_penalty)
+from fgalign.rl.rewards import RewardSettings, compose_rewards, masked_whiten, rm_rewards, truncation_penalty
 from fgalign.rl.scoring import in_micro_batches, policy_logprobs, values_of
 from fgalign.models.side_by_side import can_run_side_by_side, run_side_by_side
 from fgalign.sampling.rollout import Rollout
@@ -33,23 +32,11 @@ def check_finite(name: str, x: Tensor, iteration: int) -> None:
 
 
 @dataclass
-class RewardSettings:
-    """How the reward model's output becomes the (B, T) reward (see fgalign.rl.rewards).
+class PPORewardSettings(RewardSettings):
+    """The RM's part of the reward (`RewardSettings`, fgalign.rl.rewards) plus what only fgalign's PPO loop adds to
+    it. `PPOConfig` inherits these options (same names, same docs), and the trainer passes its config where a
+    PPORewardSettings is asked."""
 
-    Declared once, here: `PPOConfig` inherits these options (same names, same docs), and the trainer passes
-    its config where a RewardSettings is asked."""
-
-    reward: RewardMode = "token"
-    """How the RM's output becomes rewards: per-token r_t, potential-shaped S_t − S_{t−1}, α·r_t plus the
-    sequence score at the last token, or the sequence score at the last token only."""
-    reward_scale: RewardScale = "total-std"
-    """raw; mean (token rewards / length); whiten (over the batch); total-std (divide by the batch std of each
-    response's total reward, no centring: DESIGN §6 found it keeps the length term out)."""
-    alpha: float = 1.0
-    """Weight of the token rewards in `token+sequence`."""
-    token_center: TokenCenter = "median"
-    """Subtract the batch median of the token RM's r_t (token, token+sequence): correct tokens then earn ~0 and
-    the response's total carries no length term (issue 10's diagnosis); "none" keeps r_t as the RM gives it."""
     reward_clip: float | None = None
     """Clip the RM's rewards to ±this (after scaling); None: off."""
     missing_eos_penalty: float | None = None
@@ -96,7 +83,7 @@ def reference_context(policy, ref_model):
 
 
 @torch.no_grad()
-def make_experience(rollout: Rollout, rm_out, policy, ref_model, value_model, beta: float, rs: RewardSettings,
+def make_experience(rollout: Rollout, rm_out, policy, ref_model, value_model, beta: float, rs: PPORewardSettings,
                     gamma: float, lam: float, whiten_advantages: bool, temperature: float, micro_batch: int,
                     iteration: int = 0, estimator: str = "gae", group_ids: Tensor | None = None,
                     autocast=contextlib.nullcontext) -> Experience:
@@ -127,8 +114,7 @@ def make_experience(rollout: Rollout, rm_out, policy, ref_model, value_model, be
         return torch.nn.functional.pad(x.float().to(mask.device), (0, T - x.shape[1]))[:, :T]
 
     sequence_score = rm_out.sequence_score.float().to(mask.device)
-    rm = rm_rewards(rs.reward, fit(rm_out.token_rewards), fit(rm_out.prefix_scores), sequence_score, mask, last,
-                    scale=rs.reward_scale, alpha=rs.alpha, center=rs.token_center)
+    rm = rm_rewards(rs, fit(rm_out.token_rewards), fit(rm_out.prefix_scores), sequence_score, mask, last)
     if rs.missing_eos_penalty:
         rm = truncation_penalty(rm, rollout.truncated, last, rs.missing_eos_penalty)
     kl = kl_per_token(logprobs, ref_logprobs, mask, rs.kl_estimator)
