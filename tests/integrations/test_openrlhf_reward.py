@@ -82,3 +82,32 @@ def test_reward_func_file_form_matches_and_missing_rm_exits_2(rm_dir, tiny_polic
     out = openrlhf.reward_func([PROMPT + FINISHED + eos, PROMPT + CUT], [PROMPT, PROMPT], [None, None])
     assert out["rewards"] == pytest.approx(expected, abs=1e-5)
     assert openrlhf.main(["--rm", str(tmp_path / "nope")]) == 2
+
+
+def test_a_token_guards_the_server_and_other_hosts_need_one(rm_dir, tiny_policy_dir, monkeypatch, tmp_path, capsys):
+    import threading
+
+    server = openrlhf.serve(openrlhf.load_scorer(str(rm_dir), str(tiny_policy_dir), device="cpu"), "127.0.0.1", 0,
+                            token="s3cret")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/get_reward"
+        payload = {"query": [PROMPT + FINISHED], "prompts": [PROMPT]}
+        assert post(url, payload)[0] == 401
+        assert post(url + "?token=wrong", payload)[0] == 401
+        assert post(url + "?token=s3cret", payload)[0] == 200  # the form OpenRLHF can send: it adds no headers
+        req = urllib.request.Request(url, data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json", "Authorization": "Bearer s3cret"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            assert resp.status == 200 and len(json.loads(resp.read())["rewards"]) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+    # Any address but loopback without a token: refused by name, before the RM is loaded (this one does not exist).
+    monkeypatch.delenv(openrlhf.TOKEN_ENV, raising=False)
+    assert openrlhf.main(["--rm", str(tmp_path / "no-rm"), "--host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err
+    assert "field '--host'" in err and openrlhf.TOKEN_ENV in err and "no-rm" not in err
+    for host in ("127.0.0.1", "::1", "localhost"):
+        openrlhf.check_host(host, None)
+    openrlhf.check_host("0.0.0.0", "s3cret")

@@ -9,9 +9,17 @@ special tokens, prompts = the prompts; back: {"rewards": [...], "scores": [...],
 
     # an HTTP server (stdlib only); then  --reward.remote_url http://HOST:5000/get_reward
     python -m fgalign.integrations.openrlhf --rm RUN/rm-token --policy-tokenizer PATH --port 5000
+    # reachable from other machines: a bearer token from the environment, required for any host but loopback
+    FGALIGN_REWARD_TOKEN=$(openssl rand -hex 16) python -m fgalign.integrations.openrlhf ... --host 0.0.0.0
+    #   then  --reward.remote_url "http://HOST:5000/get_reward?token=$FGALIGN_REWARD_TOKEN"
     # or a reward-function file, loaded by OpenRLHF in its own processes:
     FGALIGN_RM=RUN/rm-token FGALIGN_POLICY_TOKENIZER=PATH  ... --reward.remote_url $(python -c \
         "import fgalign.integrations.openrlhf as m; print(m.__file__)")
+
+A reward endpoint anyone on the network can post to lets them steer training (OpenRLHF #1317 reports it for
+OpenRLHF's own server), so with a token set every POST must carry it, as `Authorization: Bearer TOKEN` or, since
+OpenRLHF 0.11 sends no headers of its own, as `?token=TOKEN` in the URL it is given; and a `--host` other than
+loopback is refused without one.
 
 The response is the query after the prompt. When it ends with the policy's EOS text it was finished: the
 RM's EOS is appended (as in fgalign's own scoring); otherwise it was cut at the length limit and is scored
@@ -20,15 +28,20 @@ as it stands.
 from __future__ import annotations
 
 import argparse
+import hmac
+import ipaddress
 import json
 import os
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Sequence
+from urllib.parse import parse_qs, urlsplit
 
 from fgalign.errors import InputError
 from fgalign.models.reward import RewardModel, load_reward_model
+
+TOKEN_ENV = "FGALIGN_REWARD_TOKEN"  # the default variable the server's bearer token is read from
 
 
 class SequenceScorer:
@@ -81,8 +94,27 @@ class SequenceScorer:
         return {"rewards": scores, "scores": scores, "extra_logs": {"fgalign_sequence_score": scores}}
 
 
-def make_handler(scorer: SequenceScorer) -> type[BaseHTTPRequestHandler]:
+def is_loopback(host: str) -> bool:
+    """Only this machine can connect (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def make_handler(scorer: SequenceScorer, token: str | None = None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        def _authorised(self) -> bool:
+            if not token:
+                return True
+            header = self.headers.get("Authorization") or ""
+            given = header[len("Bearer "):] if header.startswith("Bearer ") else None
+            if given is None:
+                given = (parse_qs(urlsplit(self.path).query).get("token") or [None])[0]
+            return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
         def _send(self, status: int, body: dict) -> None:
             data = json.dumps(body).encode()
             self.send_response(status)
@@ -95,6 +127,9 @@ def make_handler(scorer: SequenceScorer) -> type[BaseHTTPRequestHandler]:
             self._send(200, {"status": "ok"})
 
         def do_POST(self) -> None:  # noqa: N802 - any path: OpenRLHF posts to the URL it was given
+            if not self._authorised():
+                self._send(401, {"error": "a bearer token is required (Authorization: Bearer TOKEN or ?token=TOKEN)"})
+                return
             try:
                 length = int(self.headers.get("Content-Length") or 0)
                 payload = json.loads(self.rfile.read(length) or b"null")
@@ -110,9 +145,19 @@ def make_handler(scorer: SequenceScorer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve(scorer: SequenceScorer, host: str = "127.0.0.1", port: int = 5000) -> ThreadingHTTPServer:
-    """A started-by-the-caller server (`.serve_forever()`); port 0 picks a free one (`server.server_port`)."""
-    return ThreadingHTTPServer((host, port), make_handler(scorer))
+def check_host(host: str, token: str | None) -> None:
+    """Refuse to serve rewards beyond this machine without a token."""
+    if not token and not is_loopback(host):
+        raise InputError(f"host '{host}' is reachable from other machines: set a bearer token in ${TOKEN_ENV} (or "
+                         "the variable --token-env names), or serve on 127.0.0.1", field="--host")
+
+
+def serve(scorer: SequenceScorer, host: str = "127.0.0.1", port: int = 5000,
+          token: str | None = None) -> ThreadingHTTPServer:
+    """A started-by-the-caller server (`.serve_forever()`); port 0 picks a free one (`server.server_port`).
+    Every POST must carry `token` when one is given; a non-loopback `host` without one is refused."""
+    check_host(host, token)
+    return ThreadingHTTPServer((host, port), make_handler(scorer, token))
 
 
 def load_scorer(rm: str, policy_tokenizer: str | None = None, eos_texts: Sequence[str] = (),
@@ -146,16 +191,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rm", required=True, help="reward model directory (fgalign train-rm)")
     ap.add_argument("--policy-tokenizer", help="the policy's tokenizer directory: its EOS/pad text ends a response")
     ap.add_argument("--eos-text", action="append", default=[], help="more text that marks a finished response")
-    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on; other than loopback needs a token")
+    ap.add_argument("--token-env", default=TOKEN_ENV,
+                    help=f"environment variable holding the bearer token every request must carry (default {TOKEN_ENV})")
     ap.add_argument("--port", type=int, default=5000)
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
+    token = os.environ.get(args.token_env) or None
     try:
+        check_host(args.host, token)  # before the RM is loaded
         scorer = load_scorer(args.rm, args.policy_tokenizer, args.eos_text, args.device)
+        server = serve(scorer, args.host, args.port, token)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    server = serve(scorer, args.host, args.port)
     print(f"fgalign reward server on http://{args.host}:{server.server_port}/get_reward", flush=True)
     try:
         server.serve_forever()
