@@ -8,7 +8,6 @@ import pickle
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -70,21 +69,19 @@ def test_counts_and_shapes_are_checked_first(argv, field, says, tiny_policy_dir,
                       "--out", str(tmp_path / "e.json")],
              "sft": ["--out", str(tmp_path / "sft")],
              "train-rm": ["--data", "x.jsonl", "--model", str(tiny_policy_dir), "--out", str(tmp_path / "rm")]}
-    started = time.time()
     assert main([*argv, *paths[stage]]) == 2
     err = _err(capsys)
     assert f"field '{field}': {says}" in err, err
-    assert time.time() - started < 10 and sorted(p.name for p in tmp_path.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_pipeline_yaml_types_are_checked_before_any_stage(tmp_path, capsys):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("task: default\nsft: {epochs: two}\n")
-    started = time.time()
     assert main(["pipeline", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
     err = _err(capsys)
     assert f"{cfg}, field 'sft.epochs': expected a number, got 'two'" in err, err
-    assert time.time() - started < 10 and not (tmp_path / "run" / "sft").exists()
+    assert not (tmp_path / "run").exists()  # refused before any stage: nothing written
     cfg.write_text("task: default\nsample: {n: 0}\n")
     assert main(["pipeline", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
     assert f"{cfg}, field 'sample.n': expected a number of prompts >= 1, got 0" in _err(capsys)
@@ -129,11 +126,12 @@ def test_package_is_offline_by_default(tmp_path):
     got = subprocess.run([sys.executable, "-c", "import fgalign, os; print(os.environ['HF_HUB_OFFLINE'])"],
                          env=env, capture_output=True, text=True)
     assert got.stdout.strip() == "1"
-    started = time.time()
+    # A hub endpoint that refuses every connection: offline, nothing tries it (before, 19 attempts were made).
+    env["HF_ENDPOINT"] = "http://127.0.0.1:9"
     done = subprocess.run([sys.executable, "-m", "fgalign.cli", "sft", "--model", "gpt2", "--out",
                            str(tmp_path / "sft")], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 2 and "gpt2: no such local directory" in done.stderr
-    assert time.time() - started < 60  # no connection attempts (19 of them took 75 s); the rest is imports
+    assert "127.0.0.1:9" not in done.stderr and "Retrying" not in done.stderr and "Connection" not in done.stderr
 
 
 def _unwritable() -> Path:

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -136,10 +135,25 @@ def _weights(folder: Path) -> dict:
     return load_file(str(folder / "model.safetensors"))
 
 
-# 100 steps: the kill must land between checkpoint-10 and the end, which a 20-step run on today's faster code
-# could finish inside one poll.
 SFT = ["sft", "--task", "toy_task:Counting", "--n-examples", "800", "--epochs", "2", "--batch-size", "16",
        "--tiny.n-layer", "1", "--tiny.d-model", "32", "--tiny.n-head", "2", "--tiny.max-len", "48", "--save-steps", "5"]
+# `fgalign sft` in a process that says so on stdout once checkpoint-10 is saved, then waits to be killed: the kill
+# lands between two checkpoints however fast or slow the machine is (no polling interval to tune).
+STOP_AFTER_CHECKPOINT_10 = """
+import sys, threading, transformers
+class Stop(transformers.TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == 10:
+            print("SAVED checkpoint-10", flush=True)
+            threading.Event().wait()
+init = transformers.Trainer.__init__
+def with_stop(self, *a, **k):
+    init(self, *a, **k)
+    self.add_callback(Stop())
+transformers.Trainer.__init__ = with_stop
+from fgalign.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 def test_killed_sft_leaves_no_stale_temporary_and_resumes(tmp_path, capsys):
@@ -147,12 +161,12 @@ def test_killed_sft_leaves_no_stale_temporary_and_resumes(tmp_path, capsys):
 
     killed, straight = tmp_path / "killed", tmp_path / "straight"
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "fgalign.cli", *SFT, "--out", str(killed)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-c", STOP_AFTER_CHECKPOINT_10, *SFT, "--out", str(killed)], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     ckpts = tmp_path / "killed.checkpoints"
-    deadline = time.time() + 120
-    while not (ckpts / "checkpoint-10" / "trainer_state.json").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    for line in proc.stdout:  # blocks until the event (or the process ends without it)
+        if line.startswith("SAVED checkpoint-10"):
+            break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (ckpts / "checkpoint-10").exists(), "no checkpoint before the kill"

@@ -61,3 +61,4 @@ def test_bad_config_names_the_key(tmp_path, capsys):
     assert main(["pipeline", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "sft.n_exampels" in err and "unknown option" in err and str(cfg) in err
+    assert not (tmp_path / "run").exists()  # refused input writes nothing, not even an empty run folder

@@ -211,7 +211,6 @@ def make_evaluators(cfgs: dict, run: Path) -> dict:
 def run(cfg: PipelineConfig) -> dict:
     raw = read_yaml(cfg.config)
     run_dir = Path(cfg.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
     cfgs = build_configs(raw, run_dir, cfg.config)
     if cfg.rollout is not None:
         cfgs["ppo"] = {**cfgs["ppo"], "rollout": cfg.rollout}
@@ -226,13 +225,13 @@ def run(cfg: PipelineConfig) -> dict:
         cfgs["best_of_n"] = dataclasses.replace(cfgs["best_of_n"], rms=rms)
     stage_configs = planned_stages(cfgs, run_dir, cfg.config, methods, seeds, raw.get("kl_targets") or [],
                                    bool(cfg.edits))
-    check_stored_configs(run_dir, stage_configs, cfg.force)
+    if cfg.edits:
+        read_records(cfg.edits)  # a bad file stops here, naming file and line, not after SFT
+    check_stored_configs(run_dir, stage_configs, cfg.force)  # creates the run directory: all input was checked
     (run_dir / "pipeline_config.yaml").write_text(Path(cfg.config).read_text())
     stage = Stages(run_dir, cfg.force)
     started = time.time()
 
-    if cfg.edits:
-        read_records(cfg.edits)  # a bad file stops here, naming file and line, not after SFT
     stage("sft", run_dir / "sft", lambda: sft(resumable(cfgs["sft"], cfg.force)))
     if cfg.edits:  # given edits (e.g. human ones): no sampling, no editor
         stage("edits from --edits", run_dir / "edits.jsonl", lambda: use_edits(cfg.edits, run_dir / "edits.jsonl"))

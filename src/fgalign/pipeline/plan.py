@@ -2,7 +2,7 @@
 
 Every stage's resolved config is built (and so checked: types, ranges, unknown keys) before the first stage
 runs, stored in RUN/pipeline_stages.json, and compared on a rerun, so that one run directory never mixes the
-outputs of two configs (issue 14).
+outputs of two configs.
 """
 from __future__ import annotations
 
@@ -130,6 +130,7 @@ def check_stored_configs(run: Path, plan: dict[str, tuple[Path, dict]], force: b
         if changed:
             raise InputError(f"{run} holds outputs made with another config: {' | '.join(changed)}; rerun with "
                              "--force to redo every stage, or choose another --out", field="--config")
+    run.mkdir(parents=True, exist_ok=True)  # only now: a refused config leaves no run directory behind
     write_json(stored_path, {**stored, **new})
 
 
