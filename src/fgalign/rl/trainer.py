@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import torch
 
@@ -201,9 +201,53 @@ def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=N
             engine.close()
 
 
-def _train_ppo(cfg: PPOConfig, eval_fn: Callable | None, reward_model, task, engines: list) -> dict:
-    from accelerate import Accelerator
+@dataclass
+class _Run:
+    """What the iterations of one PPO run share: built once by `_set_up`, read and advanced by the loop."""
 
+    cfg: PPOConfig
+    out: Path
+    accelerator: Any
+    tokenizer: Any
+    task: Any
+    reward_model: Any
+    policy: Any  # prepared by accelerate (the update runs through it)
+    value: Any
+    raw_policy: Any  # unwrapped (sampling, scoring, saving)
+    raw_value: Any
+    ref_model: Any  # None with LoRA: the policy with its adapter disabled
+    optimizers: tuple
+    kl_ctl: Any
+    vllm: Any
+    pool: list  # encoded training prompts
+    pool_text: list | None  # their texts, when the task's own score is logged
+    sampling: SamplingConfig
+    pad_id: int
+    log: MetricsLog
+    start: int  # first iteration to run (a resumed run's checkpoint)
+    last_good: Path | None  # the latest checkpoint, named when training diverges
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+
+def _train_ppo(cfg: PPOConfig, eval_fn: Callable | None, reward_model, task, engines: list) -> dict:
+    run = _set_up(cfg, reward_model, task, engines)
+    history, evals = [], []
+    for it in range(run.start, cfg.iterations):
+        stats = _iteration(run, it)
+        _bookkeeping(run, it, stats, eval_fn, evals)
+        history.append(stats)
+    run.log.close()
+    if run.main:
+        save_policy(run.raw_policy, run.tokenizer, run.out, cfg, extra={"final": history[-1] if history else {}})
+    run.accelerator.wait_for_everyone()
+    return {"out": str(run.out), "history": history, "evals": evals, "final": history[-1] if history else {}}
+
+
+def _check(cfg: PPOConfig) -> None:
+    """Everything that can be refused before a model is loaded."""
     if (problem := cfg.problem()) is not None:
         raise InputError(problem, field="--reward-scale")
     if cfg.batch_size < cfg.minibatches:
@@ -211,14 +255,20 @@ def _train_ppo(cfg: PPOConfig, eval_fn: Callable | None, reward_model, task, eng
     check_groups(cfg)
     if cfg.rollout == "vllm" and (problem := vllm_problem()) is not None:
         raise InputError(problem, field="--rollout")  # before any model is loaded
+
+
+def _set_up(cfg: PPOConfig, reward_model, task, engines: list) -> _Run:
+    """Checks, models, optimizers, the KL controller, the prompt pool, and a resumed run's state."""
+    from accelerate import Accelerator
+
+    _check(cfg)
     out = Path(cfg.out)
     if int(os.environ.get("RANK", "0")) == 0:  # before accelerate starts: rank 0 alone checks (and clears)
         check_run_dir(out, cfg.resume, cfg.overwrite)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     accelerator = Accelerator(cpu=resolve_device(cfg.device).type == "cpu")
-    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
-    seed_everything(cfg.seed + rank)
+    seed_everything(cfg.seed + accelerator.process_index)
 
     tokenizer = load_tokenizer(cfg.policy)
     policy, ref_model, value = _build_models(cfg, tokenizer)
@@ -233,7 +283,6 @@ def _train_ppo(cfg: PPOConfig, eval_fn: Callable | None, reward_model, task, eng
                          field="--reward")
     prompts = task.prompts("train", cfg.n_prompts, cfg.seed)
     pool = [encode_prompt(tokenizer, p) for p in prompts]
-    pool_text = prompts if cfg.log_task_score else None
     if not pool or min(map(len, pool)) == 0:
         raise InputError("the task gave no prompts, or an empty one", field="--task")
 
@@ -248,7 +297,7 @@ def _train_ppo(cfg: PPOConfig, eval_fn: Callable | None, reward_model, task, eng
 
     vllm = None
     if cfg.rollout == "vllm":  # before load_state: the engine's worker seeds the process RNG when it starts
-        if world > 1 or cfg.lora:
+        if accelerator.num_processes > 1 or cfg.lora:
             raise InputError("vLLM rollouts run in one process on a full (not LoRA) policy", field="--rollout")
         # The policy's own dtype (vLLM's "auto" would sample an fp32 policy in bf16), and a context of the longest
         # prompt + response (the model's full context may not fit its KV cache in the engine's memory share).
@@ -264,8 +313,8 @@ def _train_ppo(cfg: PPOConfig, eval_fn: Callable | None, reward_model, task, eng
         state = json.loads((ckpt / STATE_FILE).read_text())
         start = state["iteration"]
         kl_ctl.load_state_dict(state["kl_controller"])
-    log = MetricsLog(out, resume_from=start if cfg.resume else None, enabled=main)
-    if main:
+    log = MetricsLog(out, resume_from=start if cfg.resume else None, enabled=accelerator.is_main_process)
+    if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_run_config(out / "ppo_log.jsonl", cfg, stage="ppo")
 
@@ -275,73 +324,80 @@ def _train_ppo(cfg: PPOConfig, eval_fn: Callable | None, reward_model, task, eng
     pad_id = rollout_pad_id(tokenizer, raw_policy.get_input_embeddings().num_embeddings)
     if vllm is not None:
         vllm.load_weights(raw_policy)  # a resumed run continues from its checkpoint's weights
-    history, evals = [], []
-    last_good = latest_checkpoint(out) if cfg.resume else None
-    for it in range(start, cfg.iterations):
-        for group in opt_policy.param_groups:  # a pure function of the iteration: resumes exactly
-            group["lr"] = policy_lr(cfg, it)
-        # group_size samples of each prompt, side by side: rows [g·k, (g+1)·k) share prompt g (group id g).
-        idx = [i for i in prompt_indices(len(pool), it, cfg.batch_size // cfg.group_size, rank, world, cfg.seed)
-               for _ in range(cfg.group_size)]
-        group_ids = torch.arange(len(idx)) // cfg.group_size  # (B,)
-        t0 = time.perf_counter()
-        batch_prompts = [pool[i] for i in idx]
-        rollout = (generate(raw_policy, batch_prompts, tokenizer.eos_token_id, pad_id, sampling, cfg.micro_batch)
-                   if vllm is None else vllm.generate(batch_prompts, tokenizer.eos_token_id, pad_id, sampling)
-                   ).to(accelerator.device)
-        t1 = time.perf_counter()
-        rm_out = reward_model.score_responses(rollout.prompt_lists(), rollout.response_lists(), tokenizer)
-        try:
-            # cfg is a PPORewardSettings and an UpdateSettings (PPOConfig inherits both).
-            exp = make_experience(rollout, rm_out, raw_policy, ref_model, raw_value, beta=kl_ctl.beta, rs=cfg,
-                                  gamma=cfg.gamma, lam=cfg.lam, whiten_advantages=cfg.whiten_advantages,
-                                  temperature=cfg.temperature, micro_batch=cfg.micro_batch, iteration=it + 1,
-                                  estimator=cfg.advantage, group_ids=group_ids, autocast=accelerator.autocast)
-            t2 = time.perf_counter()
-            stats = ppo_update(exp, policy, value, (opt_policy, opt_value), us=cfg, accelerator=accelerator,
-                               iteration=it + 1)
-        except TrainingDiverged as e:
-            where = f"; the last good checkpoint is {last_good}" if last_good else "; no checkpoint was saved yet"
-            raise TrainingDiverged(f"{e}{where}") from None
-        t3 = time.perf_counter()
-        if vllm is not None:
-            vllm.load_weights(raw_policy)  # the next rollouts come from the updated policy
-        stats.update(experience_stats(exp))
-        if pool_text is not None:
-            texts = tokenizer.batch_decode(rollout.response_lists(), skip_special_tokens=True)
-            stats["task_score"] = sum(task.score(pool_text[i], s) for i, s in zip(idx, texts)) / len(idx)
-        # Averaged over ranks: every rank logs the same numbers and its KL controller sets the same β.
-        names = sorted(stats)
-        means = accelerator.reduce(torch.tensor([stats[k] for k in names], device=accelerator.device), "mean")
-        stats = dict(zip(names, means.tolist()))
-        stats.update(iteration=it + 1, beta=kl_ctl.beta, time_generate=t1 - t0, time_score=t2 - t1,
-                     time_train=t3 - t2)
-        # The controller holds the KL the reward is penalised with (k1 or k3), per response.
-        kl_ctl.update(stats[f"kl_{cfg.kl_estimator}"], cfg.batch_size * world)
+    return _Run(cfg, out, accelerator, tokenizer, task, reward_model, policy, value, raw_policy, raw_value, ref_model,
+                (opt_policy, opt_value), kl_ctl, vllm, pool, prompts if cfg.log_task_score else None, sampling,
+                pad_id, log, start, latest_checkpoint(out) if cfg.resume else None)
 
-        done = it + 1 == cfg.iterations
-        if eval_fn is not None and ((it + 1) % max(cfg.eval_every, 1) == 0 or done):
-            if main:
-                # Evaluation must not shift the training RNG streams, and measures its KL to the reference in
-                # the training's precision (under mixed precision the policy's forward autocasts, the
-                # reference's would not).
-                with preserved_rng(accelerator.device), accelerator.autocast():
-                    result = {f"eval_{k}": v for k, v in eval_fn(raw_policy, it + 1).items()}
-                stats.update(result)
-                evals.append({"iteration": it + 1, **result})
-                if cfg.keep_eval_checkpoints:
-                    save_policy(raw_policy, tokenizer, out / "eval_checkpoints" / f"iter_{it + 1:06d}", cfg)
-            accelerator.wait_for_everyone()
-        history.append(stats)
-        log.log(stats, cfg.iterations)
-        if (cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0) or done:
-            last_good = save_checkpoint(accelerator, out, it + 1,
-                                        {"iteration": it + 1, "kl_controller": kl_ctl.state_dict()})
-    log.close()
-    if main:
-        save_policy(raw_policy, tokenizer, out, cfg, extra={"final": history[-1] if history else {}})
-    accelerator.wait_for_everyone()
-    return {"out": str(out), "history": history, "evals": evals, "final": history[-1] if history else {}}
+
+def _iteration(run: _Run, it: int) -> dict:
+    """One PPO iteration: sample, score, update; its statistics averaged over ranks, and β updated from them."""
+    cfg, accelerator, tokenizer = run.cfg, run.accelerator, run.tokenizer
+    rank, world = accelerator.process_index, accelerator.num_processes
+    for group in run.optimizers[0].param_groups:  # a pure function of the iteration: resumes exactly
+        group["lr"] = policy_lr(cfg, it)
+    # group_size samples of each prompt, side by side: rows [g·k, (g+1)·k) share prompt g (group id g).
+    idx = [i for i in prompt_indices(len(run.pool), it, cfg.batch_size // cfg.group_size, rank, world, cfg.seed)
+           for _ in range(cfg.group_size)]
+    group_ids = torch.arange(len(idx)) // cfg.group_size  # (B,)
+    t0 = time.perf_counter()
+    batch_prompts = [run.pool[i] for i in idx]
+    rollout = (generate(run.raw_policy, batch_prompts, tokenizer.eos_token_id, run.pad_id, run.sampling,
+                        cfg.micro_batch)
+               if run.vllm is None else run.vllm.generate(batch_prompts, tokenizer.eos_token_id, run.pad_id,
+                                                          run.sampling)
+               ).to(accelerator.device)
+    t1 = time.perf_counter()
+    rm_out = run.reward_model.score_responses(rollout.prompt_lists(), rollout.response_lists(), tokenizer)
+    try:
+        # cfg is a PPORewardSettings and an UpdateSettings (PPOConfig inherits both).
+        exp = make_experience(rollout, rm_out, run.raw_policy, run.ref_model, run.raw_value, beta=run.kl_ctl.beta,
+                              rs=cfg, gamma=cfg.gamma, lam=cfg.lam, whiten_advantages=cfg.whiten_advantages,
+                              temperature=cfg.temperature, micro_batch=cfg.micro_batch, iteration=it + 1,
+                              estimator=cfg.advantage, group_ids=group_ids, autocast=accelerator.autocast)
+        t2 = time.perf_counter()
+        stats = ppo_update(exp, run.policy, run.value, run.optimizers, us=cfg, accelerator=accelerator,
+                           iteration=it + 1)
+    except TrainingDiverged as e:
+        where = f"; the last good checkpoint is {run.last_good}" if run.last_good else "; no checkpoint was saved yet"
+        raise TrainingDiverged(f"{e}{where}") from None
+    t3 = time.perf_counter()
+    if run.vllm is not None:
+        run.vllm.load_weights(run.raw_policy)  # the next rollouts come from the updated policy
+    stats.update(experience_stats(exp))
+    if run.pool_text is not None:
+        texts = tokenizer.batch_decode(rollout.response_lists(), skip_special_tokens=True)
+        stats["task_score"] = sum(run.task.score(run.pool_text[i], s) for i, s in zip(idx, texts)) / len(idx)
+    # Averaged over ranks: every rank logs the same numbers and its KL controller sets the same β.
+    names = sorted(stats)
+    means = accelerator.reduce(torch.tensor([stats[k] for k in names], device=accelerator.device), "mean")
+    stats = dict(zip(names, means.tolist()))
+    stats.update(iteration=it + 1, beta=run.kl_ctl.beta, time_generate=t1 - t0, time_score=t2 - t1,
+                 time_train=t3 - t2)
+    # The controller holds the KL the reward is penalised with (k1 or k3), per response.
+    run.kl_ctl.update(stats[f"kl_{cfg.kl_estimator}"], cfg.batch_size * world)
+    return stats
+
+
+def _bookkeeping(run: _Run, it: int, stats: dict, eval_fn: Callable | None, evals: list) -> None:
+    """After an iteration: evaluate when due (into `stats` and `evals`), log, checkpoint."""
+    cfg, accelerator = run.cfg, run.accelerator
+    done = it + 1 == cfg.iterations
+    if eval_fn is not None and ((it + 1) % max(cfg.eval_every, 1) == 0 or done):
+        if run.main:
+            # Evaluation must not shift the training RNG streams, and measures its KL to the reference in
+            # the training's precision (under mixed precision the policy's forward autocasts, the
+            # reference's would not).
+            with preserved_rng(accelerator.device), accelerator.autocast():
+                result = {f"eval_{k}": v for k, v in eval_fn(run.raw_policy, it + 1).items()}
+            stats.update(result)
+            evals.append({"iteration": it + 1, **result})
+            if cfg.keep_eval_checkpoints:
+                save_policy(run.raw_policy, run.tokenizer, run.out / "eval_checkpoints" / f"iter_{it + 1:06d}", cfg)
+        accelerator.wait_for_everyone()
+    run.log.log(stats, cfg.iterations)
+    if (cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0) or done:
+        run.last_good = save_checkpoint(accelerator, run.out, it + 1,
+                                        {"iteration": it + 1, "kl_controller": run.kl_ctl.state_dict()})
 
 
 def interrupted_message(cfg: PPOConfig) -> str:
