@@ -63,8 +63,12 @@ def train(run: Path, backbone: str, kind: str, n: int, bf16: bool, epochs: float
     load = os.getloadavg()[0]
     started = time.time()
     print(f"[{backbone} {kind} {n}] {' '.join(cmd[3:])}  (load {load:.2f})", flush=True)
-    subprocess.run(cmd, check=True)
+    proc = subprocess.Popen(cmd)
+    _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak memory (ru_maxrss: KiB on Linux)
+    if status != 0:
+        raise SystemExit(f"train-rm failed ({status}): {' '.join(cmd)}")
     info = {"seconds": round(time.time() - started, 1), "load_at_start": round(load, 2), "bf16": bf16,
+            "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2),
             "backbone": backbone, "kind": kind, "pairs": n, "epochs": epochs or float(options[1])}
     meta.write_text(json.dumps(info))
     return out, info
