@@ -260,7 +260,7 @@ def test_pipeline_evaluators_load_the_reference_where_ppo_puts_the_policy(tiny_p
     on the policy's CUDA rollout. A spy records the device each model is asked for (no CUDA here)."""
     import shutil
 
-    import fgalign.pipeline as pipeline
+    import fgalign.pipeline.runner as pipeline
 
     shutil.copytree(tiny_policy_dir, tmp_path / "sft")
     asked = []

@@ -7,6 +7,7 @@ outputs of two configs.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -70,38 +71,70 @@ def checked(section: str, path: str, check: Callable[[], Any]) -> Any:
         raise InputError(e.reason, path=path, field=f"{section}.{key}" if key else section) from None
 
 
-def planned_stages(cfgs: dict, run: Path, path: str, methods: dict, seeds: list[int], kl_targets: list,
-                   given_edits: bool) -> dict[str, tuple[Path, dict]]:
-    """Every stage this run will do: label -> (output, resolved config). Building them checks every option
-    (types, ranges, unknown keys) before the first stage starts."""
+@dataclass
+class PPORun:
+    """One PPO run of the plan: a method (at one KL target) and seed."""
+
+    label: str  # "ppo NAME[ klT] seed S": what the log, the stage times and the stored configs call it
+    method: str
+    rm: str  # the reward model's name in `rms` (or "task")
+    seed: int
+    config: PPOConfig
+
+
+@dataclass
+class Plan:
+    """Every stage a pipeline run will do, each config resolved and checked once: the stored-config check
+    compares these, and the runner executes these (so the check validates what runs)."""
+
+    stages: dict[str, tuple[Path, Any]]  # label -> (output, resolved config), every stage
+    rms: dict[str, RewardConfig]  # reward models to train, in order
+    ppo: dict[tuple[str, str], list[PPORun]]  # (method, variant: "" or "klT") -> its runs, one per seed
+    frontier: dict[str, list[tuple[float, str]]]  # method -> (KL target, variant that measures it)
+
+
+def make_plan(cfgs: dict, run: Path, path: str, methods: dict, seeds: list[int], kl_targets: list,
+              given_edits: bool) -> Plan:
+    """Every stage this run will do. Building them checks every option (types, ranges, unknown keys) before
+    the first stage starts."""
     checked("sft", path, lambda: check_sft(cfgs["sft"]))
     for section in ("sample", "heldout"):
         checked(section, path, lambda s=section: check_sample(cfgs[s]))
     for key in ("n_valid", "n_test"):
         if not isinstance(cfgs["eval"].get(key), int) or cfgs["eval"][key] < 1:
             raise InputError(f"expected an integer >= 1, got {cfgs['eval'].get(key)!r}", path=path, field=f"eval.{key}")
-    plan = {"sft": (run / "sft", cfgs["sft"])}
+    stages = {"sft": (run / "sft", cfgs["sft"])}
     if not given_edits:
-        plan.update({"sample": (run / "pairs.jsonl", cfgs["sample"]), "edit": (run / "edits.jsonl", cfgs["edit"])})
-    plan.update({"sample held-out": (run / "heldout_pairs.jsonl", cfgs["heldout"]),
-                 "edit held-out": (run / "heldout_edits.jsonl", cfgs["edit_heldout"])})
+        stages.update({"sample": (run / "pairs.jsonl", cfgs["sample"]), "edit": (run / "edits.jsonl", cfgs["edit"])})
+    stages.update({"sample held-out": (run / "heldout_pairs.jsonl", cfgs["heldout"]),
+                   "edit held-out": (run / "heldout_edits.jsonl", cfgs["edit_heldout"])})
+    rms = {}
     for rm_name in trained_rms(methods):
         if rm_name not in cfgs["rms"]:
             raise InputError(f"method uses unknown reward model '{rm_name}'; define it under `rms`", path=path,
                              field="methods")
-        plan[f"train-rm {rm_name}"] = (run / rm_name, rm_config(rm_name, cfgs, run, path))
+        rms[rm_name] = rm_config(rm_name, cfgs, run, path)
+        stages[f"train-rm {rm_name}"] = (run / rm_name, rms[rm_name])
     if cfgs.get("best_of_n") is not None:
-        plan["best-of-n"] = (run / "best_of_n.json", cfgs["best_of_n"])
+        stages["best-of-n"] = (run / "best_of_n.json", cfgs["best_of_n"])
+    ppo: dict[tuple[str, str], list[PPORun]] = {}
+    frontier: dict[str, list[tuple[float, str]]] = {}
     main_target = cfgs["ppo"].get("kl_target", 1.0)
     for name, spec in methods.items():
-        variants = [("", spec)] + [(f"kl{t:g}", {**spec, "kl_target": t}) for t in kl_targets
-                                   if not (t == main_target and "kl_target" not in spec)]
+        variants = [("", spec)]
+        for target in kl_targets:  # the main comparison's own target is reused, not run again
+            reused = target == main_target and "kl_target" not in spec
+            frontier.setdefault(name, []).append((target, "" if reused else f"kl{target:g}"))
+            if not reused:
+                variants.append((f"kl{target:g}", {**spec, "kl_target": target}))
         for subdir, variant in variants:
+            runs = ppo[(name, subdir)] = []
             for seed in seeds:
-                ppo_cfg = ppo_config(name, variant, seed, cfgs, run, subdir, path)
                 label = f"ppo {name}{f' {subdir}' if subdir else ''} seed {seed}"
-                plan[label] = (Path(ppo_cfg.out), {"ppo": ppo_cfg, "eval": cfgs["eval"]})
-    return plan
+                runs.append(PPORun(label, name, spec["rm"], seed, ppo_config(name, variant, seed, cfgs, run, subdir,
+                                                                          path)))
+                stages[label] = (Path(runs[-1].config.out), {"ppo": runs[-1].config, "eval": cfgs["eval"]})
+    return Plan(stages, rms, ppo, frontier)
 
 
 def comparable(config: Any, run: Path) -> dict:
@@ -117,7 +150,7 @@ def comparable(config: Any, run: Path) -> dict:
     return rel(to_jsonable(config))
 
 
-def check_stored_configs(run: Path, plan: dict[str, tuple[Path, dict]], force: bool) -> None:
+def check_stored_configs(run: Path, plan: dict[str, tuple[Path, Any]], force: bool) -> None:
     """A rerun must not mix outputs of two configs: a stage whose output exists and whose stored config
     differs is refused (all of them named, with the keys), unless --force redoes everything. Then the
     configs of this run are stored."""
