@@ -132,12 +132,12 @@ else
 fi
 
 # -- 2. PPO on CUDA with HF rollouts, with and without LoRA (on a fresh SFT policy and token RM) -------------
-fg sft 60 - sft --task default --out "$S/sft" --n-examples 4000 --epochs 2 --overwrite
-fg sample 40 - sample --policy "$S/sft" --task default --n 256 --out "$S/pairs.jsonl"
-fg edit 30 - edit --in "$S/pairs.jsonl" --editor task --task default --max-edit-ratio 0.9 --out "$S/edits.jsonl"
+fg sft 60 - sft --task default --out "$S/sft" --num-examples 4000 --epochs 2 --overwrite
+fg sample 40 - sample --policy "$S/sft" --task default --num-prompts 256 --out "$S/pairs.jsonl"
+fg edit 30 - edit --data "$S/pairs.jsonl" --editor task --task default --max-edit-ratio 0.9 --out "$S/edits.jsonl"
 fg train-rm 60 - train-rm --level token --data "$S/edits.jsonl" --model "$S/sft" --out "$S/rm-token" --epochs 1
-PPO=(ppo --task default --rm "$S/rm-token" --device "$DEVICE" --batch-size 64 --micro-batch 64 --n-prompts 512
-     --max-new-tokens 24 --checkpoint-every 0)
+PPO=(ppo --task default --rm "$S/rm-token" --device "$DEVICE" --batch-size 64 --micro-batch 64 --num-prompts 512
+     --max-new-tokens 24 --save-steps 0)
 fg ppo-hf 60 - "${PPO[@]}" --policy "$S/sft" --out "$S/ppo-hf" --iterations 4
 fg ppo-hf-lora 60 - "${PPO[@]}" --policy "$S/sft" --out "$S/ppo-hf-lora" --iterations 4 --lora
 

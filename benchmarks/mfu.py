@@ -138,7 +138,7 @@ def ppo_step(work: Path, n_layer: int, d: int, threads: int) -> dict:
     for _ in range(2):
         t = time.perf_counter()
         ppo_update(exp, policy, value, optimizers, cfg)
-        per_step.append((time.perf_counter() - t) / (cfg.epochs * cfg.minibatches))
+        per_step.append((time.perf_counter() - t) / (cfg.ppo_epochs * cfg.minibatches))
     rows = 64 // cfg.minibatches
     length = rollout.input_ids.shape[1]
     real = float(rollout.attention_mask.float().mean())

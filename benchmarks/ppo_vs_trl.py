@@ -157,14 +157,14 @@ def worker_fgalign(d: Path, batch: int, response_length: int, iterations: int, t
 
     out = Path(tempfile.mkdtemp(dir=d, prefix="fgalign-out-"))
     cfg = PPOConfig(policy=str(d / "policy"), rm=str(d / "rm"), out=str(out), reward="sequence",
-                    task="default", n_prompts=batch * iterations, iterations=iterations,
-                    batch_size=batch, max_new_tokens=response_length, epochs=4, minibatches=4, temperature=1.0,
-                    kl_target=None, checkpoint_every=0, eval_every=1, log_task_score=False, threads=threads)
+                    task="default", num_prompts=batch * iterations, iterations=iterations,
+                    batch_size=batch, max_new_tokens=response_length, ppo_epochs=4, minibatches=4, temperature=1.0,
+                    kl_target=None, save_steps=0, eval_every=1, log_task_score=False, threads=threads)
     result = train_ppo(cfg, eval_fn=clock)
     torch.optim.AdamW = adamw
     params = [p for o in optimizers for g in o.param_groups for p in g["params"]]
     seen.update(batch=cfg.batch_size, minibatch_rows=cfg.batch_size // cfg.minibatches,
-                micro_batch_rows=cfg.batch_size // cfg.minibatches, epochs=cfg.epochs, minibatches=cfg.minibatches,
+                micro_batch_rows=cfg.batch_size // cfg.minibatches, epochs=cfg.ppo_epochs, minibatches=cfg.minibatches,
                 response_length=cfg.max_new_tokens, temperature=cfg.temperature, bf16=False, fp16=False,
                 gradient_checkpointing=False, param_dtypes=sorted({str(p.dtype) for p in params}),
                 optimizer=" + ".join(f"{type(o).__bases__[0].__name__}(fused={o.defaults.get('fused')}, "

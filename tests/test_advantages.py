@@ -109,7 +109,7 @@ def test_rloo_trains_with_groups_of_samples_per_prompt(tiny_policy_dir, tmp_path
             return super().score(prompt, response)
 
     cfg = PPOConfig(policy=str(policy_dir), rm="unused", out=str(tmp_path / "run"), batch_size=8, max_new_tokens=8,
-                    minibatches=2, epochs=1, n_prompts=32, micro_batch=8, iterations=2, advantage="rloo",
+                    minibatches=2, ppo_epochs=1, num_prompts=32, micro_batch=8, iterations=2, advantage="rloo",
                     group_size=4, reward="token")
     result = train_ppo(cfg, reward_model=TableRewardModel(300), task=RecordingTask())
     first = seen[:8]

@@ -55,9 +55,9 @@ def test_too_long_input_is_refused_or_counted(rms, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, field, says", [
-    (["sample", "--n", "0"], "--n", "expected a number of prompts >= 1, got 0"),
-    (["eval", "--n", "0"], "--n", "expected a number of prompts >= 1, got 0"),
-    (["sft", "--n-examples", "-5"], "--n-examples", "expected an integer >= 1, got -5"),
+    (["sample", "--num-prompts", "0"], "--num-prompts", "expected a number of prompts >= 1, got 0"),
+    (["eval", "--num-prompts", "0"], "--num-prompts", "expected a number of prompts >= 1, got 0"),
+    (["sft", "--num-examples", "-5"], "--num-examples", "expected an integer >= 1, got -5"),
     (["sft", "--tiny.d-model", "30", "--tiny.n-head", "4"], "--tiny.d-model", "d-model 30 is not divisible by n-head 4"),
     (["sft", "--epochs", "0"], "--epochs", "expected a number > 0, got 0.0"),
     (["train-rm", "--epochs", "0"], "--epochs", "expected a number > 0, got 0.0"),
@@ -82,9 +82,12 @@ def test_pipeline_yaml_types_are_checked_before_any_stage(tmp_path, capsys):
     err = _err(capsys)
     assert f"{cfg}, field 'sft.epochs': expected a number, got 'two'" in err, err
     assert not (tmp_path / "run").exists()  # refused before any stage: nothing written
-    cfg.write_text("task: default\nsample: {n: 0}\n")
+    cfg.write_text("task: default\nsample: {num_prompts: 0}\n")
     assert main(["pipeline", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
-    assert f"{cfg}, field 'sample.n': expected a number of prompts >= 1, got 0" in _err(capsys)
+    assert f"{cfg}, field 'sample.num_prompts': expected a number of prompts >= 1, got 0" in _err(capsys)
+    cfg.write_text("task: default\nsample: {max_new_tokens: 0}\n")  # a sampling option, given flat
+    assert main(["pipeline", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    assert f"{cfg}, field 'sample.max_new_tokens': expected an integer >= 1, got 0" in _err(capsys)
 
 
 class _Marker:
@@ -151,10 +154,10 @@ def test_unwritable_output_is_refused_before_the_work(stage, tiny_policy_dir, ti
     write_jsonl(data, make_edit_records(3))
     for folder, says in ((_unwritable(), "is not writable"), (data, "is a file, not a folder")):
         out = folder / "out.html"
-        argv = {"sample": ["sample", "--policy", str(tiny_policy_dir), "--n", "4"],
-                "label": ["label", "--in", str(data), "--tokenizer", str(tiny_tokenizer_dir)],
+        argv = {"sample": ["sample", "--policy", str(tiny_policy_dir), "--num-prompts", "4"],
+                "label": ["label", "--data", str(data), "--tokenizer", str(tiny_tokenizer_dir)],
                 "show": ["show", "--rm", str(rms / "token"), "--prompt", "p", "--response", "r"],
-                "eval": ["eval", "--policy", str(tiny_policy_dir), "--reference", str(tiny_policy_dir), "--n", "4"]}
+                "eval": ["eval", "--policy", str(tiny_policy_dir), "--reference", str(tiny_policy_dir), "--num-prompts", "4"]}
         assert main([*argv[stage], "--out", str(out)]) == 2
         err = _err(capsys)
         assert f"{out}, field '--out': cannot write here" in err and says in err
@@ -202,7 +205,7 @@ def test_diverged_training_stops_naming_the_step(stage, tiny_policy_dir, tmp_pat
     data = tmp_path / "edits.jsonl"
     write_jsonl(data, make_edit_records(16))
     out = tmp_path / "out"
-    argv = {"sft": ["sft", "--task", "toy_task:Counting", "--n-examples", "64", "--batch-size", "16",
+    argv = {"sft": ["sft", "--task", "toy_task:Counting", "--num-examples", "64", "--batch-size", "16",
                     "--tiny.n-layer", "1", "--tiny.d-model", "32", "--tiny.n-head", "2", "--tiny.max-len", "48"],
             "train-rm": ["train-rm", "--data", str(data), "--model", str(tiny_policy_dir), "--batch-size", "4",
                          "--device", "cpu", "--warmup-ratio", "0"]}[stage]
@@ -247,8 +250,8 @@ def test_long_stages_show_a_progress_bar_with_eta(tiny_policy_dir, rms, tmp_path
     env = {**os.environ, "FORCE_COLOR": "1", "COLUMNS": "120", "OMP_NUM_THREADS": "1"}  # as in a terminal
     data = tmp_path / "edits.jsonl"
     write_jsonl(data, make_edit_records(4))
-    for argv, title in ((["sample", "--policy", str(tiny_policy_dir), "--n", "8", "--out", str(tmp_path / "p.jsonl"),
-                          "--sampling.batch-size", "4"], "sample"),
+    for argv, title in ((["sample", "--policy", str(tiny_policy_dir), "--num-prompts", "8", "--out", str(tmp_path / "p.jsonl"),
+                          "--batch-size", "4"], "sample"),
                         (["eval-rm", "--rm", str(rms / "token"), "--data", str(data), "--out", str(tmp_path / "m.json")],
                          "eval-rm")):
         done = subprocess.run([sys.executable, "-m", "fgalign.cli", *argv], env=env, capture_output=True, text=True)

@@ -56,7 +56,7 @@ def test_best_of_n_command(tiny_policy_dir, tmp_path):
         build_reward_model(tiny_policy_dir, level, "mistake-bce" if level == "token" else "bt").save(tmp_path / level)
     out = tmp_path / "bon.json"
     argv = ["best-of-n", "--policy", str(tiny_policy_dir), "--rms", str(tmp_path / "token"), str(tmp_path / "sequence"),
-            "--n", "3", "--prompts", "12", "--sampling.max-new-tokens", "8", "--out", str(out), "--device", "cpu"]
+            "--n", "3", "--num-prompts", "12", "--max-new-tokens", "8", "--out", str(out), "--device", "cpu"]
     assert main(argv) == 0
     result = json.loads(out.read_text())
     names = list(result["curves"])

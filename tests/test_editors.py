@@ -74,7 +74,7 @@ def write_jsonl(path, rows):
 def test_task_editor_counts_fields_and_filters(tmp_path, fruit_task):
     src = write_jsonl(tmp_path / "pairs.jsonl", ROWS)
     out = tmp_path / "edits.jsonl"
-    counts = run(EditConfig(in_=str(src), out=str(out), task=fruit_task, concurrency=2))
+    counts = run(EditConfig(data=str(src), out=str(out), task=fruit_task, concurrency=2))
     assert (counts["kept"], counts["noop"], counts["overedit"], counts["failed"]) == (3, 2, 1, 0)
     assert counts["done"] == 6 and counts["reasked"] == 0  # the task oracle is never re-asked
 
@@ -93,8 +93,8 @@ def test_task_editor_counts_fields_and_filters(tmp_path, fruit_task):
 
 def test_max_edit_ratio_decides_what_is_an_overedit(tmp_path, fruit_task):
     src = write_jsonl(tmp_path / "pairs.jsonl", ROWS)
-    loose = run(EditConfig(in_=str(src), out=str(tmp_path / "loose.jsonl"), task=fruit_task, max_edit_ratio=1.0))
-    strict = run(EditConfig(in_=str(src), out=str(tmp_path / "strict.jsonl"), task=fruit_task, max_edit_ratio=0.1))
+    loose = run(EditConfig(data=str(src), out=str(tmp_path / "loose.jsonl"), task=fruit_task, max_edit_ratio=1.0))
+    strict = run(EditConfig(data=str(src), out=str(tmp_path / "strict.jsonl"), task=fruit_task, max_edit_ratio=0.1))
     assert (loose["kept"], loose["overedit"]) == (4, 0)
     # "apple, rock, plum" -> "apple, apple, plum" changes 4 of 17 chars (0.24 > 0.1); the others change more
     assert (strict["kept"], strict["overedit"]) == (0, 4)
@@ -104,7 +104,7 @@ def test_failures_are_recorded_resume_skips_done_and_retry_failed(tmp_path, frui
     rows = ROWS + [pair("BOOM, pear")]
     src = write_jsonl(tmp_path / "pairs.jsonl", rows)
     out = tmp_path / "edits.jsonl"
-    cfg = EditConfig(in_=str(src), out=str(out), task=fruit_task)
+    cfg = EditConfig(data=str(src), out=str(out), task=fruit_task)
     first = run(cfg)
     assert first["failed"] == 1 and first["kept"] == 3 and first["edited_now"] == 7
     log = [json.loads(x) for x in progress_path(out).read_text().splitlines()]
@@ -116,17 +116,17 @@ def test_failures_are_recorded_resume_skips_done_and_retry_failed(tmp_path, frui
         run(cfg)
     again = run(dataclasses.replace(cfg, overwrite=True))  # finished entries (failed too) are not edited again
     assert again["edited_now"] == 0 and again["failed"] == 1
-    retried = run(EditConfig(in_=str(src), out=str(out), task=fruit_task, retry_failed=True))
+    retried = run(EditConfig(data=str(src), out=str(out), task=fruit_task, retry_failed=True))
     assert retried["edited_now"] == 1 and retried["failed"] == 0 and retried["kept"] == 4
     assert read_records(out)[-1].edited == "apple, pear"
     # a rerun under other settings must not mix two editors' work
-    assert main(["edit", "--in", str(src), "--out", str(out), "--task", fruit_task, "--max-edit-ratio", "0.3"]) == 2
+    assert main(["edit", "--data", str(src), "--out", str(out), "--task", fruit_task, "--max-edit-ratio", "0.3"]) == 2
 
 
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, fruit_task, capsys):
     src = write_jsonl(tmp_path / "pairs.jsonl", [ROWS[0], {"prompt": "p", "chosen": "c"}])
     out = tmp_path / "edits.jsonl"
-    assert main(["edit", "--in", str(src), "--out", str(out), "--task", fruit_task]) == 2
+    assert main(["edit", "--data", str(src), "--out", str(out), "--task", fruit_task]) == 2
     err = capsys.readouterr().err
     assert "line 2" in err and "rejected" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.jsonl"]  # no output, progress or config
@@ -136,11 +136,11 @@ def test_existing_output_untouched_when_a_run_fails(tmp_path, fruit_task):
     src = write_jsonl(tmp_path / "pairs.jsonl", ROWS)
     out = tmp_path / "edits.jsonl"
     out.write_text("OLD\n")
-    assert main(["edit", "--in", str(src), "--out", str(out), "--task", "no_such_module:Task"]) == 2
-    assert main(["edit", "--in", str(src), "--out", str(out), "--task", fruit_task,
+    assert main(["edit", "--data", str(src), "--out", str(out), "--task", "no_such_module:Task"]) == 2
+    assert main(["edit", "--data", str(src), "--out", str(out), "--task", fruit_task,
                  "--max-edit-ratio", "0"]) == 2
-    assert main(["edit", "--in", str(src), "--out", str(out), "--editor", "openai", "--model", "m"]) == 2
-    assert main(["edit", "--in", str(src), "--out", str(out), "--editor", "openai", "--base-url", "http://x/v1",
+    assert main(["edit", "--data", str(src), "--out", str(out), "--editor", "openai", "--model", "m"]) == 2
+    assert main(["edit", "--data", str(src), "--out", str(out), "--editor", "openai", "--base-url", "http://x/v1",
                  "--model", "m", "--template", str(tmp_path / "missing.txt")]) == 2
     assert out.read_text() == "OLD\n"
 
@@ -151,7 +151,7 @@ def test_conversational_records_keep_their_form(tmp_path, fruit_task):
            "rejected": [{"role": "assistant", "content": "apple, rock"}]}
     src = write_jsonl(tmp_path / "pairs.jsonl", [row])
     out = tmp_path / "edits.jsonl"
-    assert run(EditConfig(in_=str(src), out=str(out), task=fruit_task))["kept"] == 1
+    assert run(EditConfig(data=str(src), out=str(out), task=fruit_task))["kept"] == 1
     assert read_records(out)[0].edited == [{"role": "assistant", "content": "apple, apple"}]
 
 
@@ -164,7 +164,7 @@ def test_default_world_oracle_edits_improve_the_score(tmp_path):
     rows = [{"prompt": p, "chosen": r, "rejected": r} for p, r in demos]
     src = write_jsonl(tmp_path / "pairs.jsonl", rows)
     out = tmp_path / "edits.jsonl"
-    counts = run(EditConfig(in_=str(src), out=str(out), task="default"))
+    counts = run(EditConfig(data=str(src), out=str(out), task="default"))
     assert counts["kept"] + counts["noop"] + counts["overedit"] == counts["records"] == 60
     assert counts["kept"] > 0 and counts["failed"] == 0
     judge = TaskJudge(task)
@@ -184,13 +184,13 @@ def test_hf_editor_plumbing_and_minimality_filter(tmp_path, tiny_policy_dir):
     rows = [pair(r) for r in ("apple, banana, cherry.", "cat, dog, horse, cow.", "red, blue.")]
     src = write_jsonl(tmp_path / "pairs.jsonl", rows)
     # A random model writes garbage: with ratio 1.0 every non-identical reply is kept ...
-    loose = run(EditConfig(in_=str(src), out=str(tmp_path / "loose.jsonl"), editor="hf", model=str(tiny_policy_dir),
+    loose = run(EditConfig(data=str(src), out=str(tmp_path / "loose.jsonl"), editor="hf", model=str(tiny_policy_dir),
                            max_edit_ratio=1.0, max_new_tokens=12, batch_size=2, device="cpu"))
     assert loose["kept"] + loose["noop"] == 3 and loose["overedit"] == loose["failed"] == 0
     for rec in read_records(tmp_path / "loose.jsonl"):
         assert rec.meta["editor"] == f"hf:{Path(tiny_policy_dir).name}" and isinstance(rec.edited, str)
     # ... and with a tight ratio the garbage is re-asked once, then dropped as over-edits.
-    tight = run(EditConfig(in_=str(src), out=str(tmp_path / "tight.jsonl"), editor="hf", model=str(tiny_policy_dir),
+    tight = run(EditConfig(data=str(src), out=str(tmp_path / "tight.jsonl"), editor="hf", model=str(tiny_policy_dir),
                            max_edit_ratio=0.05, max_new_tokens=12, batch_size=2, device="cpu"))
     assert tight["kept"] == 0 and tight["overedit"] + tight["noop"] == 3 and tight["reasked"] == tight["overedit"]
 

@@ -32,7 +32,7 @@ def test_dry_run_fails_on_an_option_that_does_not_parse(tmp_path):
     (tree / "benchmarks").mkdir(parents=True)
     for name in ("src", "configs", "tests", "examples"):
         (tree / name).symlink_to(ROOT / name)
-    broken = SCRIPT.read_text().replace("--n-examples 4000", "--n-exampels 4000")
+    broken = SCRIPT.read_text().replace("--num-examples 4000", "--num-exampels 4000")
     assert broken != SCRIPT.read_text()
     (tree / "benchmarks" / "gpu_check.sh").write_text(broken)
     result = _dry_run(tree / "benchmarks" / "gpu_check.sh", tmp_path)

@@ -82,7 +82,7 @@ def test_ppo_runs_on_a_bf16_saved_policy(bf16_policy_dir, tmp_path):
     from fgalign.rl.trainer import PPOConfig, train_ppo
 
     cfg = PPOConfig(policy=str(bf16_policy_dir), rm="unused", out=str(tmp_path / "run"), iterations=1,
-                    batch_size=8, max_new_tokens=6, minibatches=2, epochs=1, n_prompts=16, micro_batch=8)
+                    batch_size=8, max_new_tokens=6, minibatches=2, ppo_epochs=1, num_prompts=16, micro_batch=8)
     result = train_ppo(cfg, reward_model=TableRewardModel(300), task=FakeTask())
     assert result["final"]["kl_k1"] == 0.0 and torch.isfinite(torch.tensor(result["final"]["value_loss"]))
 
@@ -95,7 +95,7 @@ def _update_with(accelerator, policy, value, exp):
         policy, value, *opts = accelerator.prepare(policy, value, *opts)
         accelerator.native_amp = True  # after prepare: the forwards stay fp32, only the loss scaling differs
     torch.manual_seed(5)
-    ppo_update(exp, policy, value, opts, UpdateSettings(epochs=1, minibatches=2, max_grad_norm=0.05),
+    ppo_update(exp, policy, value, opts, UpdateSettings(ppo_epochs=1, minibatches=2, max_grad_norm=0.05),
                accelerator=accelerator)
     return policy.state_dict(), value.state_dict()
 
@@ -153,7 +153,7 @@ def test_ppo_under_bf16_from_the_environment_starts_at_zero_kl_and_evaluates_und
         return {}
 
     cfg = PPOConfig(policy=str(tiny_policy_dir), rm="unused", out=str(tmp_path / "run"), iterations=1, batch_size=8,
-                    max_new_tokens=6, minibatches=2, epochs=1, n_prompts=16, micro_batch=8, device="cpu")
+                    max_new_tokens=6, minibatches=2, ppo_epochs=1, num_prompts=16, micro_batch=8, device="cpu")
     result = train_ppo(cfg, eval_fn=eval_fn, reward_model=TableRewardModel(300), task=FakeTask())
     assert result["history"][0]["kl_k1"] == 0.0 and seen == [True]
 
@@ -241,8 +241,8 @@ def test_trainer_protects_the_stream_of_its_device_and_evaluation_does_not_shift
 
     def run(name, eval_fn):
         cfg = trainer.PPOConfig(policy=str(tiny_policy_dir), rm="unused", out=str(tmp_path / name), iterations=2,
-                                batch_size=8, max_new_tokens=6, minibatches=2, epochs=1, n_prompts=16, micro_batch=8,
-                                eval_every=1, device="cpu", checkpoint_every=0)
+                                batch_size=8, max_new_tokens=6, minibatches=2, ppo_epochs=1, num_prompts=16, micro_batch=8,
+                                eval_every=1, device="cpu", save_steps=0)
         return trainer.train_ppo(cfg, eval_fn=eval_fn, reward_model=TableRewardModel(300), task=FakeTask())
 
     def reseeding_eval(model, iteration):  # what the win-rate evaluator does (torch.manual_seed: every device)

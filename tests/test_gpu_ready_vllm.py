@@ -51,8 +51,8 @@ def fake_engine(monkeypatch):
 
 
 def _cfg(policy_dir, out, **kw):
-    small = dict(batch_size=8, max_new_tokens=6, minibatches=2, epochs=1, n_prompts=16, micro_batch=8,
-                 rollout="vllm", device="cpu", checkpoint_every=1)
+    small = dict(batch_size=8, max_new_tokens=6, minibatches=2, ppo_epochs=1, num_prompts=16, micro_batch=8,
+                 rollout="vllm", device="cpu", save_steps=1)
     return trainer.PPOConfig(policy=str(policy_dir), rm="unused", out=str(out), **{**small, **kw})
 
 
@@ -72,7 +72,7 @@ def test_resumed_vllm_run_equals_the_uninterrupted_one(tiny_policy_dir, tmp_path
 
 
 def test_engine_gets_the_policys_dtype_and_a_bounded_context(tiny_policy_dir, tmp_path, fake_engine):
-    _train(_cfg(tiny_policy_dir, tmp_path / "run", iterations=1, checkpoint_every=0))
+    _train(_cfg(tiny_policy_dir, tmp_path / "run", iterations=1, save_steps=0))
     tok = load_tokenizer(tiny_policy_dir)
     longest = max(len(encode_prompt(tok, p)) for p in FakeTask().prompts("train", 16, 0))
     assert fake_engine[0] == ("engine", {"dtype": torch.float32, "max_model_len": longest + 6})

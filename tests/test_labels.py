@@ -274,7 +274,7 @@ GOOD = [
 
 def test_cli_label_writes_labels_and_config(tmp_path, tiny_tokenizer_dir, tiny_tokenizer):
     edits, out = write_edits(tmp_path / "edits.jsonl", GOOD), tmp_path / "labels.jsonl"
-    assert main(["label", "--in", str(edits), "--tokenizer", str(tiny_tokenizer_dir), "--out", str(out)]) == 0
+    assert main(["label", "--data", str(edits), "--tokenizer", str(tiny_tokenizer_dir), "--out", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["rejected"] for r in rows] == ["apple, rock, cherry", "red"]
     for r in rows:
@@ -289,7 +289,7 @@ def test_cli_label_writes_labels_and_config(tmp_path, tiny_tokenizer_dir, tiny_t
 
 def test_cli_label_chars_mode_with_a_wordpiece_tokenizer(tmp_path, wordpiece_dir, wordpiece):
     edits, out = write_edits(tmp_path / "edits.jsonl", GOOD), tmp_path / "labels.jsonl"
-    argv = ["label", "--in", str(edits), "--tokenizer", wordpiece_dir, "--out", str(out), "--mode", "chars"]
+    argv = ["label", "--data", str(edits), "--tokenizer", wordpiece_dir, "--out", str(out), "--label-mode", "chars"]
     assert main(argv) == 0
     first = json.loads(out.read_text().splitlines()[0])
     assert first["rejected_ids"][-1] == wordpiece.sep_token_id  # BERT has no EOS: [SEP] ends the response
@@ -305,7 +305,7 @@ def test_cli_label_chars_mode_with_a_wordpiece_tokenizer(tmp_path, wordpiece_dir
 ])
 def test_cli_label_bad_input_exits_2_and_writes_nothing(tmp_path, tiny_tokenizer_dir, capsys, bad_rows):
     edits, out = write_edits(tmp_path / "edits.jsonl", bad_rows), tmp_path / "labels.jsonl"
-    argv = ["label", "--in", str(edits), "--tokenizer", str(tiny_tokenizer_dir), "--out", str(out)]
+    argv = ["label", "--data", str(edits), "--tokenizer", str(tiny_tokenizer_dir), "--out", str(out)]
     assert main(argv) == 2
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["edits.jsonl"]
     assert "edits.jsonl" in capsys.readouterr().err
@@ -316,5 +316,5 @@ def test_cli_label_bad_input_exits_2_and_writes_nothing(tmp_path, tiny_tokenizer
 
 def test_cli_label_missing_tokenizer_exits_2(tmp_path, capsys):
     edits, out = write_edits(tmp_path / "edits.jsonl", GOOD), tmp_path / "labels.jsonl"
-    assert main(["label", "--in", str(edits), "--tokenizer", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert main(["label", "--data", str(edits), "--tokenizer", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "tokenizer" in capsys.readouterr().err and not out.exists()

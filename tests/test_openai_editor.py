@@ -144,7 +144,7 @@ def write_pairs(path, rejected):
 
 
 def edit_config(src, out, url, **kw):
-    return EditConfig(in_=str(src), out=str(out), editor="openai", base_url=url, model="editor", timeout=0.5,
+    return EditConfig(data=str(src), out=str(out), editor="openai", base_url=url, model="editor", timeout=0.5,
                       max_retries=2, backoff_base=0.01, concurrency=4, **kw)
 
 
@@ -204,7 +204,7 @@ def test_resume_after_kill(tmp_path, server):
     rejected = ["r0 bad", "r1 bad", "r2 bad", "BLOCK r3 bad", "r4 bad", "r5 bad"]
     src = write_pairs(tmp_path / "pairs.jsonl", rejected)
     out = tmp_path / "edits.jsonl"
-    cmd = [sys.executable, "-m", "fgalign.cli", "edit", "--in", str(src), "--out", str(out), "--editor", "openai",
+    cmd = [sys.executable, "-m", "fgalign.cli", "edit", "--data", str(src), "--out", str(out), "--editor", "openai",
            "--base-url", server.url, "--model", "editor", "--concurrency", "1", "--timeout", "30"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OPENAI_API_KEY": KEY})
@@ -230,7 +230,7 @@ def test_resume_after_kill(tmp_path, server):
 def test_rejected_key_stops_the_run_without_printing_it(tmp_path, server, capsys):
     src = write_pairs(tmp_path / "pairs.jsonl", ["a bad answer"])
     out = tmp_path / "edits.jsonl"
-    assert main(["edit", "--in", str(src), "--out", str(out), "--editor", "openai", "--base-url", server.url,
+    assert main(["edit", "--data", str(src), "--out", str(out), "--editor", "openai", "--base-url", server.url,
                  "--model", "locked", "--backoff-base", "0.01"]) == 2
     err = capsys.readouterr().err
     assert "refused the API key" in err and "$OPENAI_API_KEY" in err

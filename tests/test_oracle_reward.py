@@ -46,7 +46,7 @@ def test_ppo_trains_on_the_oracle(world, tmp_path):
 
     task, _, policy_dir = world
     cfg = PPOConfig(policy=str(policy_dir), rm="task", out=str(tmp_path / "run"), batch_size=8, max_new_tokens=8,
-                    minibatches=2, epochs=1, n_prompts=16, micro_batch=8, iterations=2, reward="token")
+                    minibatches=2, ppo_epochs=1, num_prompts=16, micro_batch=8, iterations=2, reward="token")
     history = train_ppo(cfg, task=task)["history"]
     # The oracle's sequence score is the task score of the same samples.
     assert [h["rm_score"] for h in history] == pytest.approx([h["task_score"] for h in history])

@@ -37,7 +37,7 @@ def test_edit_onto_an_existing_folder_is_refused(pairs_file, tmp_path, capsys):
     (folder / "sub" / "b.txt").write_text("and me")
     before = _tree(folder)
     for extra in ([], ["--overwrite"]):  # not even --overwrite turns a folder into a file
-        assert main(["edit", "--in", str(pairs_file), "--out", str(folder), *extra]) == 2
+        assert main(["edit", "--data", str(pairs_file), "--out", str(folder), *extra]) == 2
         err = capsys.readouterr().err
         assert f"{folder}, field '--out': is an existing folder" in err and "give a file name" in err
         assert _tree(folder) == before
@@ -50,16 +50,16 @@ def test_sft_onto_a_finished_run_is_refused_even_with_overwrite(tmp_path, capsys
     (run / "pipeline_config.yaml").write_text("task: default\n")
     (run / "sft" / "fgalign_config.json").write_text(json.dumps({"stage": "sft"}))
     before = _tree(run)
-    assert main(["sft", "--out", str(run), "--n-examples", "50"]) == 2
+    assert main(["sft", "--out", str(run), "--num-examples", "50"]) == 2
     assert "exists; pass --overwrite to replace this output of `fgalign sft`" in capsys.readouterr().err
-    assert main(["sft", "--out", str(run), "--n-examples", "50", "--overwrite"]) == 2
+    assert main(["sft", "--out", str(run), "--num-examples", "50", "--overwrite"]) == 2
     assert "is not an output of fgalign; --overwrite replaces only an output of `fgalign sft`" in capsys.readouterr().err
     assert _tree(run) == before
 
 
 def test_a_stage_rerun_needs_overwrite(pairs_file, tmp_path, capsys):
     out = tmp_path / "edits.jsonl"
-    argv = ["edit", "--in", str(pairs_file), "--out", str(out)]
+    argv = ["edit", "--data", str(pairs_file), "--out", str(out)]
     assert main(argv) == 0
     first = out.read_bytes()
     capsys.readouterr()
@@ -68,7 +68,7 @@ def test_a_stage_rerun_needs_overwrite(pairs_file, tmp_path, capsys):
     assert out.read_bytes() == first
     assert main(argv + ["--overwrite"]) == 0  # replaced: it was written by `fgalign edit`
     # --overwrite never replaces another stage's output (here: the input pairs, written by hand).
-    assert main(["edit", "--in", str(pairs_file), "--out", str(pairs_file), "--overwrite"]) == 2
+    assert main(["edit", "--data", str(pairs_file), "--out", str(pairs_file), "--overwrite"]) == 2
     assert "is not an output of fgalign" in capsys.readouterr().err
 
 
@@ -76,7 +76,7 @@ def test_label_rerun_needs_overwrite(tiny_tokenizer_dir, tmp_path, capsys):
     edits = tmp_path / "edits.jsonl"
     write_jsonl(edits, make_edit_records(4))
     out = tmp_path / "labels.jsonl"
-    argv = ["label", "--in", str(edits), "--tokenizer", str(tiny_tokenizer_dir), "--out", str(out)]
+    argv = ["label", "--data", str(edits), "--tokenizer", str(tiny_tokenizer_dir), "--out", str(out)]
     assert main(argv) == 0
     assert main(argv) == 2 and "exists; pass --overwrite" in capsys.readouterr().err
     assert main(argv + ["--overwrite"]) == 0
@@ -135,7 +135,7 @@ def _weights(folder: Path) -> dict:
     return load_file(str(folder / "model.safetensors"))
 
 
-SFT = ["sft", "--task", "toy_task:Counting", "--n-examples", "800", "--epochs", "2", "--batch-size", "16",
+SFT = ["sft", "--task", "toy_task:Counting", "--num-examples", "800", "--epochs", "2", "--batch-size", "16",
        "--tiny.n-layer", "1", "--tiny.d-model", "32", "--tiny.n-head", "2", "--tiny.max-len", "48", "--save-steps", "5"]
 # `fgalign sft` in a process that says so on stdout once checkpoint-10 is saved, then waits to be killed: the kill
 # lands between two checkpoints however fast or slow the machine is (no polling interval to tune).

@@ -14,11 +14,11 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = """\
 task: default
 seeds: [0]
-sft: {n_examples: 2000, epochs: 1, batch_size: 32, tiny: {n_layer: 1, d_model: 64, n_head: 2, max_len: 64}}
-sample: {n: 60, sampling: {max_new_tokens: 20}}
-heldout: {n: 16, sampling: {max_new_tokens: 20}}
+sft: {num_examples: 2000, epochs: 1, batch_size: 32, tiny: {n_layer: 1, d_model: 64, n_head: 2, max_len: 64}}
+sample: {num_prompts: 60, max_new_tokens: 20}
+heldout: {num_prompts: 16, max_new_tokens: 20}
 rm: {max_steps: 4, batch_size: 8}
-ppo: {iterations: 6, batch_size: 8, minibatches: 2, epochs: 1, max_new_tokens: 20, eval_every: 1, n_prompts: 32,
+ppo: {iterations: 6, batch_size: 8, minibatches: 2, ppo_epochs: 1, max_new_tokens: 20, eval_every: 1, num_prompts: 32,
       checkpoint_every: 2}
 eval: {n_valid: 8, n_test: 8}
 edit: {max_edit_ratio: 0.9}
@@ -86,6 +86,6 @@ def test_pipeline_killed_during_ppo_resumes_to_the_same_results(tmp_path):
     assert changed.returncode == 2 and "Traceback" not in changed.stderr
     err = changed.stderr
     assert "holds outputs made with another config: sft (epochs: 1 -> 2)" in err, err
-    assert "ppo ppo-token seed 0 (eval.n_valid: 8 -> 9)" in err and "--force" in err
+    assert "ppo ppo-token seed 0 (eval.n_valid: 8 -> 9)" in err and "--overwrite" in err
     assert (run / "results.json").read_bytes() == before
     assert (run / "pipeline_config.yaml").read_text() != cfg.read_text()  # still the config of the outputs

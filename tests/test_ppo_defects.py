@@ -63,8 +63,8 @@ def test_value_init_from_an_encoder_or_another_tokenizer_is_refused(tiny_policy_
 
 def test_controller_is_fed_the_estimator_in_the_reward_and_adamw_has_no_decay(tiny_policy_dir, tmp_path):
     cfg = PPOConfig(policy=str(tiny_policy_dir), rm="unused", out=str(tmp_path / "ppo"), iterations=4, batch_size=8,
-                    max_new_tokens=8, minibatches=2, epochs=1, n_prompts=16, micro_batch=8, kl_estimator="k3",
-                    kl_target=1.0, lr=1e-2, checkpoint_every=0)
+                    max_new_tokens=8, minibatches=2, ppo_epochs=1, num_prompts=16, micro_batch=8, kl_estimator="k3",
+                    kl_target=1.0, lr=1e-2, save_steps=0)
     result = train_ppo(cfg, reward_model=TableRewardModel(300), task=FakeTask())
     history = result["history"]
 

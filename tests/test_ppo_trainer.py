@@ -22,7 +22,7 @@ from fgalign.sampling.hf import generate
 from fgalign.sampling.rollout import SamplingConfig
 
 TESTS = Path(__file__).parent
-SMALL = dict(batch_size=8, max_new_tokens=8, minibatches=2, epochs=2, n_prompts=32, micro_batch=8, eval_every=1)
+SMALL = dict(batch_size=8, max_new_tokens=8, minibatches=2, ppo_epochs=2, num_prompts=32, micro_batch=8, eval_every=1)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_dense_eos_only_reward_equals_sequence_path_exactly(policy_dir):
         exp = make_experience(rollout, rm_out, policy, ref, value, 0.1, rs, gamma=1.0, lam=0.95,
                               whiten_advantages=True, temperature=1.0, micro_batch=4)
         torch.manual_seed(123)
-        stats = ppo_update(exp, policy, value, opts, UpdateSettings(epochs=2, minibatches=2))
+        stats = ppo_update(exp, policy, value, opts, UpdateSettings(ppo_epochs=2, minibatches=2))
         results.append((exp, stats, policy.state_dict(), value.state_dict()))
     (a, sa, pa, va), (b, sb, pb, vb) = results
     for name in ("rm_rewards", "kl", "rewards", "advantages", "returns"):
@@ -118,7 +118,7 @@ def _env():
 
 def test_resume_after_sigkill_reaches_the_uninterrupted_state(policy_dir, tmp_path):
     # Same thread count in every process: float reductions, hence bits, depend on it.
-    kw = dict(iterations=3, checkpoint_every=1, reward="token", kl_target=0.5, kl_horizon=16, epochs=1,
+    kw = dict(iterations=3, save_steps=1, reward="token", kl_target=0.5, kl_horizon=16, ppo_epochs=1,
               threads=torch.get_num_threads())
     reference = train_ppo(_cfg(policy_dir, tmp_path / "ref", **kw), reward_model=TableRewardModel(300), task=FakeTask())
 
@@ -168,7 +168,7 @@ class NaNOnCall(TableRewardModel):
 def test_nan_reward_stops_the_run_naming_iteration_and_quantity(policy_dir, tmp_path):
     out = tmp_path / "nan"
     with pytest.raises(TrainingDiverged, match=r"iteration 2: 1 non-finite value\(s\) in rewards.*iter_000001"):
-        train_ppo(_cfg(policy_dir, out, iterations=3, checkpoint_every=1, reward_scale="raw"),
+        train_ppo(_cfg(policy_dir, out, iterations=3, save_steps=1, reward_scale="raw"),
                   reward_model=NaNOnCall(300, bad_call=2), task=FakeTask())
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["iter_000001"]
     assert not (out / "model.safetensors").exists()
@@ -178,7 +178,7 @@ def test_lora_reference_is_the_adapter_disabled_policy(policy_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "lora"
-    result = train_ppo(_cfg(policy_dir, out, iterations=2, lora=True, lr=1e-2, checkpoint_every=0),
+    result = train_ppo(_cfg(policy_dir, out, iterations=2, lora=True, lr=1e-2, save_steps=0),
                        reward_model=TableRewardModel(300), task=FakeTask())
     first, second = result["history"]
     assert first["kl_k1"] == 0.0 and second["kl_k3"] > 0  # the adapter moved π away from the disabled one
@@ -199,7 +199,7 @@ def test_cli_with_the_real_reward_model(policy_dir, tmp_path):
     out = tmp_path / "cli"
     args = ["ppo", "--policy", str(policy_dir), "--rm", str(tmp_path / "rm"), "--out", str(out), "--reward", "token",
             "--task", "ppo_fakes:FakeTask", "--iterations", "1", "--batch-size", "8", "--max-new-tokens", "6",
-            "--minibatches", "2", "--epochs", "1", "--n-prompts", "16", "--value-init", "reward"]
+            "--minibatches", "2", "--ppo-epochs", "1", "--num-prompts", "16", "--value-init", "reward"]
     assert main(args) == 0
     log = json.loads((out / "ppo_log.jsonl").read_text())
     assert log["rm_score"] != 0 and (out / "config.json").exists()
@@ -214,7 +214,7 @@ def test_policy_whose_tokenizer_pads_with_eos_trains(policy_dir, tmp_path):
     load_causal_lm(policy_dir).save_pretrained(d)
     tok.pad_token = tok.eos_token
     tok.save_pretrained(d)
-    result = train_ppo(_cfg(d, tmp_path / "out", iterations=1, epochs=1, checkpoint_every=0),
+    result = train_ppo(_cfg(d, tmp_path / "out", iterations=1, ppo_epochs=1, save_steps=0),
                        reward_model=TableRewardModel(300), task=FakeTask())
     assert 1 < result["final"]["response_length"] <= 8 and result["final"]["kl_k1"] == 0.0
     added = type("Tok", (), {"pad_token_id": 300, "eos_token_id": 0})()  # a pad beyond the embeddings
@@ -245,7 +245,7 @@ json.dump({{"rank": state.process_index, "world": state.num_processes, "history"
 
 def test_two_processes_under_accelerate_launch(policy_dir, tmp_path):
     out = tmp_path / "ddp"
-    cfg = vars(_cfg(policy_dir, out, iterations=2, batch_size=4, minibatches=2, epochs=1))
+    cfg = vars(_cfg(policy_dir, out, iterations=2, batch_size=4, minibatches=2, ppo_epochs=1))
     script = tmp_path / "ddp.py"
     script.write_text(TWO_PROC_SCRIPT.format(cfg=cfg))
     launcher = Path(sys.executable).parent / "accelerate"

@@ -46,7 +46,7 @@ def _update(policy, value, exp, parallel, monkeypatch):
     # Serial on 1 thread: the same kernels as each side-by-side thread runs, so the results are bitwise equal.
     threads = torch.get_num_threads()
     torch.set_num_threads(threads if parallel else 1)
-    stats = ppo_update(exp, policy, value, opts, UpdateSettings(epochs=2, minibatches=2))
+    stats = ppo_update(exp, policy, value, opts, UpdateSettings(ppo_epochs=2, minibatches=2))
     torch.set_num_threads(threads)
     assert used and set(used) == {parallel}
     return stats, policy.state_dict(), value.state_dict()
@@ -79,7 +79,7 @@ def test_a_non_finite_value_loss_stops_the_side_by_side_update(tiny_policy_dir, 
     monkeypatch.setattr(update, "can_run_side_by_side", lambda models, acc=None, uses_rng=True: True)
     opts = (torch.optim.AdamW(policy.parameters(), lr=1e-3), torch.optim.AdamW(value.parameters(), lr=1e-3))
     with pytest.raises(TrainingDiverged, match="loss"):
-        ppo_update(bad, policy, value, opts, UpdateSettings(epochs=1, minibatches=2))
+        ppo_update(bad, policy, value, opts, UpdateSettings(ppo_epochs=1, minibatches=2))
     assert all(torch.equal(value.state_dict()[k], before[k]) for k in before)  # no optimizer step
     assert torch.get_num_threads() == 2
 

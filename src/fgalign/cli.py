@@ -46,6 +46,41 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def flag(name: str) -> str:
+    """A field name as its command-line flag (tyro's spelling: `in_` -> `--in`, `n_prompts` -> `--n-prompts`)."""
+    return "--" + name.rstrip("_").replace("_", "-")
+
+
+def renamed_flags(config_class: type) -> dict[str, str]:
+    """Old flag -> new flag, from what the config class declares (`RENAMED`, old field -> new; `FLAT`, nested
+    settings shown flat): the CLI and the pipeline YAML read the same declarations."""
+    import dataclasses
+    import typing
+
+    renamed = {flag(old): flag(new) for old, new in getattr(config_class, "RENAMED", {}).items()}
+    hints = typing.get_type_hints(config_class)
+    for nested in getattr(config_class, "FLAT", ()):
+        for f in dataclasses.fields(hints[nested]):
+            renamed[f"--{nested}.{f.name.replace('_', '-')}"] = flag(f.name)
+    renamed.update({f"--no-{old[2:]}": f"--no-{new[2:]}" for old, new in list(renamed.items())})  # booleans
+    return renamed
+
+
+def with_new_flags(name: str, config_class: type, args: list[str]) -> list[str]:
+    """`args` with every old spelling replaced by its new one, each named once on stderr as deprecated."""
+    renamed = renamed_flags(config_class)
+    out = []
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        new = renamed.get(key) or renamed.get(key.replace("_", "-")) if key.startswith("--") else None
+        if new:
+            print(f"fgalign {name}: deprecated: {key} is now {new} (the old name works until the next release)",
+                  file=sys.stderr)
+            arg = new + eq + value
+        out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parse_only = False
@@ -70,8 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     module_name, config_name, run_name, help_text = COMMANDS[name]
     module = importlib.import_module(module_name)
     run = getattr(module, run_name)
-    cfg = tyro.cli(getattr(module, config_name), args=rest, prog=f"fgalign {name}",
-                   description=help_text) if config_name else rest
+    if config_name:
+        config_class = getattr(module, config_name)
+        cfg = tyro.cli(config_class, args=with_new_flags(name, config_class, rest), prog=f"fgalign {name}",
+                       description=help_text)
+    else:
+        cfg = rest
     if parse_only:
         print(f"fgalign {name}: options parse")
         return 0

@@ -2,12 +2,101 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import sys
 import types
 import typing
+import warnings
 from pathlib import Path
 from typing import Any
 
 from fgalign.errors import InputError
+
+
+def renamed_options(cls: type) -> dict[str, str]:
+    """Old option name -> new, as a config class declares it (`RENAMED`): old spellings keep working for one
+    release, with a deprecation line (the CLI's `--old-name` and the pipeline YAML's `old_name` alike)."""
+    return dict(getattr(cls, "RENAMED", {}))
+
+
+_TOLD: set[tuple[str, str]] = set()  # each old name is named once per process, not once per stage or seed
+
+
+def deprecated(old: str, new: str, where: str = "") -> None:
+    if (old, new) in _TOLD:
+        return
+    _TOLD.add((old, new))
+    print(f"fgalign: deprecated: {where}{old} is now {where}{new} (the old name is read until the next release)",
+          file=sys.stderr)
+
+
+def accepts_old_names(cls: type) -> type:
+    """Class decorator (outside @dataclass): the constructor also takes the old names in `cls.RENAMED`, with a
+    DeprecationWarning, so that library callers keep working for one release as the CLI and YAML do."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        for old, new in renamed_options(type(self)).items():
+            if old in kwargs:
+                if new in kwargs:
+                    raise TypeError(f"{type(self).__name__}: give {new} only ({old} is its old name)")
+                warnings.warn(f"{type(self).__name__}({old}=...) is now {new}=...", DeprecationWarning, stacklevel=2)
+                kwargs[new] = kwargs.pop(old)
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
+def with_new_names(cls: type, data: Any, where: str, path: str | None = None) -> Any:
+    """A YAML section's keys under their new names (`cls.RENAMED`), each old one named as deprecated where it was
+    written: for sections merged before `from_dict` sees them (the pipeline's `ppo` into every method)."""
+    if not isinstance(data, dict):
+        return data  # from_dict names the bad value
+    renamed = renamed_options(cls)
+    out = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name in renamed:
+            if renamed[name] in data:
+                raise InputError(f"give '{renamed[name]}' only ('{key}' is its old name)", path=path,
+                                 field=f"{where}.{key}")
+            deprecated(key, renamed[name], f"{where}.")
+            key = renamed[name]
+        out[key] = value
+    return out
+
+
+def upgraded(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """A stored config dict with its renamed keys under their new names (nested dataclass fields too)."""
+    renamed = renamed_options(cls)
+    hints = typing.get_type_hints(cls, include_extras=False)
+    out = {}
+    for key, value in data.items():
+        name = renamed.get(key, key)
+        if dataclasses.is_dataclass(hints.get(name)) and isinstance(value, dict):
+            value = upgraded(hints[name], value)
+        out[name] = value
+    return out
+
+
+def _nested_flat_keys(cls: type, data: dict[str, Any], hints: dict, where: str) -> dict[str, Any]:
+    """Keys of a nested dataclass that the class shows flat (`FLAT`, as the CLI does: `max_new_tokens` for
+    `sampling.max_new_tokens`) gathered into their nested dict; the nested form is still read."""
+    out = dict(data)
+    for nested in getattr(cls, "FLAT", ()):
+        inner = {f.name for f in dataclasses.fields(hints[nested])}
+        if isinstance(out.get(nested), dict):
+            for key in out[nested]:
+                deprecated(f"{nested}.{key}", key, f"{where}.")
+        flat = {k: out.pop(k) for k in list(out) if k.replace("-", "_") in inner}
+        if flat:
+            given = out.get(nested) or {}
+            if not isinstance(given, dict):
+                continue  # from_dict names the bad value
+            out[nested] = {**given, **flat}
+    return out
 
 
 def from_dict(cls: type, data: dict[str, Any], where: str, path: str | None = None, /, **fixed: Any):
@@ -17,11 +106,19 @@ def from_dict(cls: type, data: dict[str, Any], where: str, path: str | None = No
                          path=path, field=where)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls, include_extras=False)
+    renamed = renamed_options(cls)
+    data = _nested_flat_keys(cls, data, hints, where)
     kwargs = dict(fixed)
     for key, value in data.items():
         name = key.replace("-", "_")
         if name == "in":
             name = "in_"
+        if name in renamed:
+            if renamed[name] in data or renamed[name].replace("_", "-") in data:
+                raise InputError(f"give '{renamed[name]}' only ('{key}' is its old name)", path=path,
+                                 field=f"{where}.{key}")
+            deprecated(key, renamed[name], f"{where}.")
+            name = renamed[name]
         if name not in fields:
             raise InputError(f"unknown option '{key}' for {cls.__name__}; expected one of "
                              f"{sorted(f for f in fields if f not in fixed)}", path=path, field=f"{where}.{key}")

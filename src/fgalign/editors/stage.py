@@ -12,10 +12,10 @@ import random
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Literal
+from typing import Any, ClassVar, Iterator, Literal
 
-import tyro
 
+from fgalign.configfile import accepts_old_names
 from fgalign.data import PreferenceRecord, read_records, write_records
 from fgalign.data.outputs import check_output
 from fgalign.data.records import response_text
@@ -30,11 +30,15 @@ from fgalign.runinfo import save_run_config, seed_everything
 from fgalign.tasks import load_task
 
 
+@accepts_old_names
 @dataclass
 class EditConfig:
     """Minimally edit each rejected response (task oracle, OpenAI-compatible LLM, or local HF model)."""
 
-    in_: Annotated[str, tyro.conf.arg(name="in")]
+    RENAMED: ClassVar[dict[str, str]] = {"in_": "data"}
+    """Old option names (CLI and YAML) still read, with a deprecation line, until the next release."""
+
+    data: str
     """Preference pairs (JSONL/JSON/parquet/save_to_disk) with prompt, chosen, rejected."""
     out: str
     """Output file (JSONL, or parquet if it ends in .parquet): the kept records plus `edited`."""
@@ -200,7 +204,7 @@ def run(cfg: EditConfig) -> dict[str, Any]:
         random.seed(cfg.seed)
     # --retry-failed continues a finished run: it replaces that run's output by design.
     check_output(cfg.out, "edit", cfg.overwrite or cfg.retry_failed, "file")
-    records = read_records(cfg.in_)  # every bad input stops here, before anything is written
+    records = read_records(cfg.data)  # every bad input stops here, before anything is written
     editor = build_editor(cfg)
     out = Path(cfg.out)
     log = ProgressLog(progress_path(out), settings_of(cfg, editor))

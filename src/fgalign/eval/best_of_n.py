@@ -16,11 +16,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Annotated, ClassVar
 from pathlib import Path
 
 import numpy as np
 import torch
+import tyro
 
+from fgalign.configfile import accepts_old_names
 from fgalign.data.outputs import check_output
 from fgalign.errors import InputError, require_int
 from fgalign.eval.rm_eval import auc
@@ -34,9 +37,15 @@ from fgalign.sampling.rollout import SamplingConfig
 from fgalign.tasks import load_task
 
 
+@accepts_old_names
 @dataclass
 class BestOfNConfig:
     """Best-of-n win rate of each reward model's pick against a reference sample, by n."""
+
+    RENAMED: ClassVar[dict[str, str]] = {"prompts": "num_prompts"}
+    """Old option names (CLI and YAML) still read, with a deprecation line, until the next release."""
+    FLAT: ClassVar[tuple[str, ...]] = ("sampling",)
+    """Nested settings given flat (`--max-new-tokens`, YAML `max_new_tokens`), as `fgalign ppo` takes them."""
 
     policy: str
     """The sampling policy (usually the SFT model); its own sample is the reference."""
@@ -48,13 +57,13 @@ class BestOfNConfig:
     """"task" (the gold score) or "rm:PATH" (a held-out reward model)."""
     n: int = 16
     """Most candidates per prompt; win rates are reported at 1, 2, 4, … up to n."""
-    prompts: int = 300
+    num_prompts: int = 300
     """Number of held-out prompts."""
     split: str = "test"
     """Prompt split."""
     seed: int = 1234
     """Seed of the prompts and of every sample (the reference is drawn with this seed, candidate i with seed+1+i)."""
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    sampling: Annotated[SamplingConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=SamplingConfig)
     """Sampling settings (use the ones PPO trains with)."""
     out: str | None = None
     """JSON output (default: POLICY/best_of_n_<split>.json)."""
@@ -124,7 +133,7 @@ def mistake_sensitivity(task, prompts: list[str], candidates: list[list[str]], s
 
 def run(cfg: BestOfNConfig) -> dict:
     require_int(cfg.n, 1, "--n", "a number of candidates")
-    require_int(cfg.prompts, 1, "--prompts", "a number of prompts")
+    require_int(cfg.num_prompts, 1, "--num-prompts", "a number of prompts")
     if not cfg.rms and cfg.judge != "task":  # with the task's judge the oracle ranking alone is a curve
         raise InputError("give at least one reward model directory", field="--rms")
     if cfg.judge != "task" and not cfg.judge.startswith("rm:"):
@@ -138,7 +147,7 @@ def run(cfg: BestOfNConfig) -> dict:
     tokenizer, policy = load_tokenizer(cfg.policy), load_causal_lm(cfg.policy, device=device)
     rms = {path: load_reward_model(path, device=device, bf16=cfg.rm_bf16) for path in cfg.rms}  # fail early on a bad path
     judge = make_judge(cfg.judge, task)
-    prompts = task.prompts(cfg.split, cfg.prompts, cfg.seed)
+    prompts = task.prompts(cfg.split, cfg.num_prompts, cfg.seed)
     with progress("best-of-n samples"):
         reference = sample_responses(policy, tokenizer, prompts, cfg.sampling, seed=cfg.seed)
         columns = [sample_responses(policy, tokenizer, prompts, cfg.sampling, seed=cfg.seed + 1 + i)

@@ -8,11 +8,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Annotated, Any, ClassVar, Sequence
 
 import numpy as np
 import torch
+import tyro
 
+from fgalign.configfile import accepts_old_names
 from fgalign.data.outputs import check_output
 from fgalign.data.tokenize import encode_prompt
 from fgalign.errors import InputError, require_int
@@ -29,9 +31,15 @@ from fgalign.sampling.rollout import SamplingConfig
 from fgalign.tasks import load_task
 
 
+@accepts_old_names
 @dataclass
 class EvalConfig:
     """Judge a policy against a reference on held-out prompts."""
+
+    RENAMED: ClassVar[dict[str, str]] = {"n": "num_prompts"}
+    """Old option names (CLI and YAML) still read, with a deprecation line, until the next release."""
+    FLAT: ClassVar[tuple[str, ...]] = ("sampling",)
+    """Nested settings given flat (`--max-new-tokens`, YAML `max_new_tokens`), as `fgalign ppo` takes them."""
 
     policy: str
     """The policy directory to evaluate."""
@@ -41,13 +49,13 @@ class EvalConfig:
     """Task name or import path: gives the prompts, and the judge when --judge task."""
     judge: str = "task"
     """"task" (the task's gold score), "rm:PATH" (a held-out reward model) or "openai" (an LLM judge)."""
-    n: int = 500
+    num_prompts: int = 500
     """Number of held-out prompts."""
     split: str = "test"
     """Prompt split: "valid" for checkpoint selection, "test" for reporting."""
     seed: int = 1234
     """Seed for prompts and sampling (the same for both policies)."""
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    sampling: Annotated[SamplingConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=SamplingConfig)
     """Sampling settings, shared by both policies."""
     base_url: str | None = None
     """OpenAI-compatible endpoint for --judge openai."""
@@ -193,7 +201,7 @@ def build_evaluator(task, judge, reference_model, tokenizer, split: str, n: int,
 
 
 def run(cfg: EvalConfig) -> dict:
-    require_int(cfg.n, 1, "--n", "a number of prompts")
+    require_int(cfg.num_prompts, 1, "--num-prompts", "a number of prompts")
     cfg.sampling.check()
     out = Path(cfg.out) if cfg.out else Path(cfg.policy) / f"eval_{cfg.judge.split(':')[0]}_{cfg.split}.json"
     check_output(out, "eval", cfg.overwrite, "file")
@@ -206,7 +214,7 @@ def run(cfg: EvalConfig) -> dict:
     reference = load_causal_lm(cfg.reference, device=device)
     judge = make_judge(cfg.judge, task, cfg)
     with progress("eval"):  # a bar for the reference's and the policy's samples
-        evaluator = build_evaluator(task, judge, reference, tokenizer, cfg.split, cfg.n, cfg.seed, cfg.sampling)
+        evaluator = build_evaluator(task, judge, reference, tokenizer, cfg.split, cfg.num_prompts, cfg.seed, cfg.sampling)
         result = evaluator(policy)
     result.update(judge=cfg.judge, split=cfg.split, seconds=time.time() - started)
     write_json(out, result)

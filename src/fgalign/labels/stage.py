@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
-import tyro
 
+from fgalign.configfile import accepts_old_names
 from fgalign.data import ReadStats, read_records
 from fgalign.data.io import write_jsonl
 from fgalign.data.outputs import check_output
@@ -22,17 +22,21 @@ from fgalign.labels.project import label_pair
 from fgalign.runinfo import save_run_config
 
 
+@accepts_old_names
 @dataclass
 class LabelConfig:
     """Label the tokens of each (rejected, edited) pair from the edit."""
 
-    in_: Annotated[str, tyro.conf.arg(name="in")]
+    RENAMED: ClassVar[dict[str, str]] = {"in_": "data", "mode": "label_mode"}
+    """Old option names (CLI and YAML) still read, with a deprecation line, until the next release."""
+
+    data: str
     """EDITS file (JSONL/JSON/parquet/save_to_disk) with prompt, chosen, rejected and edited."""
     tokenizer: str
     """A Hugging Face tokenizer directory, or a model directory that holds one (must be a fast tokenizer)."""
     out: str
     """LABELS JSONL to write: each record plus rejected_ids/labels and edited_ids/labels."""
-    mode: Literal["tokens", "chars"] = "tokens"
+    label_mode: Literal["tokens", "chars"] = "tokens"
     """"tokens": align token ids (the paper's way, for this tokenizer); "chars": align words, then project
     the character labels through offsets (consistent across tokenizers)."""
     mark_omissions: bool = True
@@ -113,7 +117,7 @@ def print_summary(cfg: LabelConfig, summary: dict, stats: ReadStats, rows: list[
     from rich.table import Table
 
     q = summary["edit_ratio"]
-    table = Table(title=f"fgalign label → {cfg.out}  (mode={cfg.mode}, mark_omissions={cfg.mark_omissions})")
+    table = Table(title=f"fgalign label → {cfg.out}  (label mode={cfg.label_mode}, mark_omissions={cfg.mark_omissions})")
     table.add_column("what")
     table.add_column("value", justify="right")
     table.add_row("records read", str(stats.read))
@@ -136,18 +140,18 @@ def run(cfg: LabelConfig) -> dict:
     check_output(cfg.out, "label", cfg.overwrite, "file")
     tokenizer = load_any_tokenizer(cfg.tokenizer)
     stats = ReadStats()
-    records = read_records(cfg.in_, require_edited=True, stats=stats)
+    records = read_records(cfg.data, require_edited=True, stats=stats)
     if not records:
         raise InputError(f"no record has an edit that differs from its rejected response "
                          f"({stats.skipped_missing_edit} without 'edited', {stats.skipped_noop_edits} no-op)",
-                         path=cfg.in_, field="edited")
+                         path=cfg.data, field="edited")
     rows = []
     for n, record in enumerate(records, start=1):
         try:
             text = render_text(record, tokenizer)
         except InputError as e:
-            raise InputError(f"edit pair {n}: {e.reason}", path=cfg.in_, field=e.field) from None
-        labels = label_pair(tokenizer, text.prompt, text.rejected, text.edited, cfg.mode, cfg.mark_omissions)
+            raise InputError(f"edit pair {n}: {e.reason}", path=cfg.data, field=e.field) from None
+        labels = label_pair(tokenizer, text.prompt, text.rejected, text.edited, cfg.label_mode, cfg.mark_omissions)
         rows.append({**record.to_dict(), **labels})
     # Everything is checked before anything is written: bad input leaves no output behind.
     summary = summarize(rows)

@@ -9,9 +9,13 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
+from typing import Annotated, ClassVar
+
+import tyro
 
 import numpy as np
 
+from fgalign.configfile import accepts_old_names
 from fgalign.data.io import write_records
 from fgalign.data.outputs import check_output
 from fgalign.errors import InputError
@@ -23,9 +27,15 @@ from fgalign.sampling.rollout import SamplingConfig
 from fgalign.tasks import load_task
 
 
+@accepts_old_names
 @dataclass
 class SampleConfig:
     """Sample preference pairs from a policy and label them with the task's judge."""
+
+    RENAMED: ClassVar[dict[str, str]] = {"n": "num_prompts"}
+    """Old option names (CLI and YAML) still read, with a deprecation line, until the next release."""
+    FLAT: ClassVar[tuple[str, ...]] = ("sampling",)
+    """Nested settings given flat (`--max-new-tokens`, YAML `max_new_tokens`), as `fgalign ppo` takes them."""
 
     policy: str
     """Policy directory (usually the SFT output)."""
@@ -33,11 +43,11 @@ class SampleConfig:
     """Output JSONL of records (prompt, chosen, rejected, meta)."""
     task: str = "default"
     """Task name or import path; its judge picks the preferred response."""
-    n: int = 2000
+    num_prompts: int = 2000
     """Number of prompts (one pair each, before dropping ties)."""
     split: str = "train"
     """Which prompt split to sample from."""
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    sampling: Annotated[SamplingConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=SamplingConfig)
     """Sampling settings."""
     bt_temperature: float = 0.0
     """Annotator noise τ: P(a ≻ b) = σ((s_a − s_b)/τ); 0 means the judge always picks the higher score."""
@@ -67,8 +77,8 @@ def sample_stats(task, prompts: list[str], responses: list[str]) -> dict:
 
 
 def check_config(cfg: SampleConfig) -> None:
-    if not isinstance(cfg.n, int) or isinstance(cfg.n, bool) or cfg.n < 1:
-        raise InputError(f"expected a number of prompts >= 1, got {cfg.n!r}", field="--n")
+    if not isinstance(cfg.num_prompts, int) or isinstance(cfg.num_prompts, bool) or cfg.num_prompts < 1:
+        raise InputError(f"expected a number of prompts >= 1, got {cfg.num_prompts!r}", field="--num-prompts")
     if not isinstance(cfg.bt_temperature, (int, float)) or cfg.bt_temperature < 0:
         raise InputError(f"expected a number >= 0, got {cfg.bt_temperature!r}", field="--bt-temperature")
     cfg.sampling.check()
@@ -82,7 +92,7 @@ def run(cfg: SampleConfig) -> dict:
     task = load_task(cfg.task)
     tokenizer = load_tokenizer(cfg.policy)
     model = load_causal_lm(cfg.policy, device=resolve_device(cfg.device))
-    prompts = task.prompts(cfg.split, cfg.n, cfg.seed)
+    prompts = task.prompts(cfg.split, cfg.num_prompts, cfg.seed)
     doubled = [p for p in prompts for _ in range(2)]
     with progress("sample"):
         responses = sample_responses(model, tokenizer, doubled, cfg.sampling, seed=cfg.seed)

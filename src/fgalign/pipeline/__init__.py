@@ -2,7 +2,7 @@
 
 Every method runs the same PPO with the same iterations, target KL and settings; only the reward differs.
 Checkpoints are selected on validation prompts and reported on separate test prompts (DESIGN §6: every
-method over-optimises). Stages whose outputs exist are skipped unless --force.
+method over-optimises). Stages whose outputs exist are skipped unless --overwrite.
 
 config.py: the command's options and the YAML's sections; plan.py: every stage's resolved config, checked
 before anything runs and stored for reruns; runner.py: executes the plan.

@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from fgalign.configfile import from_dict
+from fgalign.configfile import accepts_old_names, from_dict, with_new_names
 from fgalign.editors.stage import EditConfig
 from fgalign.errors import InputError
 from fgalign.eval.best_of_n import BestOfNConfig
 from fgalign.pairs.stage import SampleConfig
+from fgalign.rl.trainer import PPOConfig
 from fgalign.sampling.rollout import SamplingConfig
 from fgalign.train.sft import SFTConfig
 
@@ -31,9 +32,13 @@ DEFAULT_RMS = {
 }
 
 
+@accepts_old_names
 @dataclass
 class PipelineConfig:
     """Run the whole comparison from a YAML config."""
+
+    RENAMED: ClassVar[dict[str, str]] = {"force": "overwrite"}
+    """Old option names still read, with a deprecation line, until the next release."""
 
     config: str
     """YAML file: task, seeds, and options per stage (sft, sample, edit, rm, ppo, eval, methods)."""
@@ -43,7 +48,7 @@ class PipelineConfig:
     """PPO seeds (overrides the config's `seeds`); SFT, pairs and reward models are shared by all seeds."""
     methods: list[str] | None = None
     """Run only these methods (default: all in the config)."""
-    force: bool = False
+    overwrite: bool = False
     """Redo every stage, even those whose outputs exist (a rerun otherwise skips them, and refuses a stage whose
     stored config differs from the new one; PPO resumes from its last checkpoint)."""
     rollout: Literal["hf", "vllm"] | None = None
@@ -67,18 +72,19 @@ def build_configs(raw: dict, run: Path, path: str) -> dict[str, Any]:
         "sft": from_dict(SFTConfig, raw.get("sft", {}), "sft", path, out=str(run / "sft"), task=task),
         "sample": from_dict(SampleConfig, raw.get("sample", {}), "sample", path, policy=str(run / "sft"),
                             out=str(run / "pairs.jsonl"), task=task, split="train"),
-        "heldout": from_dict(SampleConfig, raw.get("heldout", {"n": 300}), "heldout", path,
+        "heldout": from_dict(SampleConfig, raw.get("heldout", {"num_prompts": 300}), "heldout", path,
                              policy=str(run / "sft"), out=str(run / "heldout_pairs.jsonl"), task=task, split="valid"),
-        "edit": from_dict(EditConfig, raw.get("edit", {}), "edit", path, in_=str(run / "pairs.jsonl"),
+        "edit": from_dict(EditConfig, raw.get("edit", {}), "edit", path, data=str(run / "pairs.jsonl"),
                           out=str(run / "edits.jsonl"), editor="task", task=task),
     }
-    cfgs["edit_heldout"] = dataclasses.replace(cfgs["edit"], in_=str(run / "heldout_pairs.jsonl"),
+    cfgs["edit_heldout"] = dataclasses.replace(cfgs["edit"], data=str(run / "heldout_pairs.jsonl"),
                                                out=str(run / "heldout_edits.jsonl"))
     cfgs["rm_common"] = raw.get("rm", {})
     cfgs["rms"] = {**DEFAULT_RMS, **raw.get("rms", {})}
-    cfgs["ppo"] = raw.get("ppo", {})
+    cfgs["ppo"] = with_new_names(PPOConfig, raw.get("ppo", {}), "ppo", path)  # merged into every method: renamed here
     cfgs["eval"] = {"n_valid": 200, "n_test": 400, "judge": "task", **raw.get("eval", {})}
-    cfgs["methods"] = {**DEFAULT_METHODS, **(raw.get("methods") or {})}
+    cfgs["methods"] = {name: with_new_names(PPOConfig, spec, f"methods.{name}", path)
+                       for name, spec in {**DEFAULT_METHODS, **(raw.get("methods") or {})}.items()}
     # Optional: each reward model's best-of-n ceiling on test prompts, with PPO's sampling (its `rms` are the
     # methods' reward models, filled in once the methods of this run are known).
     cfgs["best_of_n"] = None if raw.get("best_of_n") is None else from_dict(

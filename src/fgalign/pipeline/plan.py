@@ -6,12 +6,13 @@ outputs of two configs.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from fgalign.configfile import config_diff, from_dict
+from fgalign.configfile import config_diff, from_dict, upgraded
 from fgalign.errors import InputError
 from fgalign.models.sources import resolve_model
 from fgalign.pairs.stage import check_config as check_sample
@@ -150,19 +151,30 @@ def comparable(config: Any, run: Path) -> dict:
     return rel(to_jsonable(config))
 
 
-def check_stored_configs(run: Path, plan: dict[str, tuple[Path, Any]], force: bool) -> None:
+def _renamed_keys(stored: dict, config: Any) -> dict:
+    """A stored stage config with the options renamed since under their new names."""
+    if dataclasses.is_dataclass(config):
+        return upgraded(type(config), stored)
+    if isinstance(config, dict) and isinstance(stored.get("ppo"), dict):
+        return {**stored, "ppo": upgraded(PPOConfig, stored["ppo"])}
+    return stored
+
+
+def check_stored_configs(run: Path, plan: dict[str, tuple[Path, Any]], overwrite: bool) -> None:
     """A rerun must not mix outputs of two configs: a stage whose output exists and whose stored config
-    differs is refused (all of them named, with the keys), unless --force redoes everything. Then the
+    differs is refused (all of them named, with the keys), unless --overwrite redoes everything. Then the
     configs of this run are stored."""
     stored_path = run / STAGES_FILE
     stored = json.loads(stored_path.read_text()) if stored_path.exists() else {}
+    stored = {label: _renamed_keys(config, plan[label][1]) if label in plan else config
+              for label, config in stored.items()}  # stored by an fgalign with older option names
     new = {label: comparable(config, run) for label, (_, config) in plan.items()}
-    if not force:
+    if not overwrite:
         changed = [f"{label} ({'; '.join(diff)})" for label, (output, _) in plan.items()
                    if output.exists() and label in stored and (diff := config_diff(stored[label], new[label]))]
         if changed:
             raise InputError(f"{run} holds outputs made with another config: {' | '.join(changed)}; rerun with "
-                             "--force to redo every stage, or choose another --out", field="--config")
+                             "--overwrite to redo every stage, or choose another --out", field="--config")
     run.mkdir(parents=True, exist_ok=True)  # only now: a refused config leaves no run directory behind
     write_json(stored_path, {**stored, **new})
 

@@ -1,5 +1,5 @@
 """Runs a pipeline: the plan (`pipeline/plan.py`) is built and checked first, then executed stage by stage,
-skipping stages whose outputs exist (unless --force) and resuming a killed PPO run from its checkpoint."""
+skipping stages whose outputs exist (unless --overwrite) and resuming a killed PPO run from its checkpoint."""
 from __future__ import annotations
 
 import dataclasses
@@ -41,11 +41,11 @@ from fgalign.train.sft import run as sft
 class Stages:
     """Runs named stages, skipping those whose output exists and naming the one that fails."""
 
-    def __init__(self, run_dir: Path, force: bool):
-        self.run_dir, self.force, self.times = run_dir, force, {}
+    def __init__(self, run_dir: Path, overwrite: bool):
+        self.run_dir, self.overwrite, self.times = run_dir, overwrite, {}
 
     def __call__(self, name: str, output: Path, fn: Callable[[], Any]) -> bool:
-        if output.exists() and not self.force:
+        if output.exists() and not self.overwrite:
             print(f"[pipeline] {name}: exists, skipped ({output})")
             return False
         if output.exists():
@@ -151,12 +151,12 @@ def run(cfg: PipelineConfig) -> dict:
     plan = make_plan(cfgs, run_dir, cfg.config, methods, seeds, kl_targets, bool(cfg.edits))
     if cfg.edits:
         read_records(cfg.edits)  # a bad file stops here, naming file and line, not after SFT
-    check_stored_configs(run_dir, plan.stages, cfg.force)  # creates the run directory: all input was checked
+    check_stored_configs(run_dir, plan.stages, cfg.overwrite)  # creates the run directory: all input was checked
     (run_dir / "pipeline_config.yaml").write_text(Path(cfg.config).read_text())
-    stage = Stages(run_dir, cfg.force)
+    stage = Stages(run_dir, cfg.overwrite)
     started = time.time()
 
-    stage("sft", run_dir / "sft", lambda: sft(resumable(cfgs["sft"], cfg.force)))
+    stage("sft", run_dir / "sft", lambda: sft(resumable(cfgs["sft"], cfg.overwrite)))
     if cfg.edits:  # given edits (e.g. human ones): no sampling, no editor
         stage("edits from --edits", run_dir / "edits.jsonl", lambda: use_edits(cfg.edits, run_dir / "edits.jsonl"))
         check_same_edits(cfg.edits, run_dir / "edits.jsonl")
@@ -169,9 +169,9 @@ def run(cfg: PipelineConfig) -> dict:
     rm_metrics = {}
     heldout = read_records(run_dir / "heldout_edits.jsonl")
     for rm_name, rm_cfg in plan.rms.items():
-        stage(f"train-rm {rm_name}", run_dir / rm_name, lambda c=rm_cfg: train_rm(resumable(c, cfg.force)))
+        stage(f"train-rm {rm_name}", run_dir / rm_name, lambda c=rm_cfg: train_rm(resumable(c, cfg.overwrite)))
         metrics_path = run_dir / rm_name / "eval_heldout.json"
-        if not metrics_path.exists() or cfg.force:
+        if not metrics_path.exists() or cfg.overwrite:
             write_json(metrics_path, evaluate_rm(load_reward_model(run_dir / rm_name), heldout))
         rm_metrics[rm_name] = json.loads(metrics_path.read_text())
 
@@ -186,14 +186,14 @@ def run(cfg: PipelineConfig) -> dict:
         for planned in plan.ppo[(name, subdir)]:
             label, seed = planned.label, planned.seed
             summary_path = Path(planned.config.out) / "summary.json"
-            if summary_path.exists() and not cfg.force:
+            if summary_path.exists() and not cfg.overwrite:
                 print(f"[pipeline] {label}: exists, skipped")
                 per_seed[seed] = json.loads(summary_path.read_text())
                 continue
             t0 = time.time()
             print(f"[pipeline] {label} ...")
             try:
-                per_seed[seed] = run_ppo_method(planned, cfgs, evaluators, cfg.force)
+                per_seed[seed] = run_ppo_method(planned, cfgs, evaluators, cfg.overwrite)
             except InputError:
                 raise
             except Exception as e:
@@ -226,7 +226,7 @@ def run(cfg: PipelineConfig) -> dict:
 
 def resumable(cfg: Any, force: bool) -> Any:
     """sft or train-rm killed part-way continues from its Trainer checkpoint (its config was compared first);
-    --force starts afresh."""
+    --overwrite starts afresh."""
     found = last_checkpoint(Path(cfg.out).with_name(Path(cfg.out).name + ".checkpoints"))
     return dataclasses.replace(cfg, resume=found is not None and not force, overwrite=force)
 
@@ -243,7 +243,7 @@ def use_edits(src: str, dest: Path) -> None:
 def check_same_edits(src: str, dest: Path) -> None:
     """A run directory whose edits differ from --edits would silently train on the old ones: refuse."""
     if [r.to_dict() for r in read_records(src)] != [r.to_dict() for r in read_records(dest)]:
-        raise InputError(f"{dest} exists and differs from --edits; use --force or another --out", path=src,
+        raise InputError(f"{dest} exists and differs from --edits; use --overwrite or another --out", path=src,
                          field="--edits")
 
 

@@ -11,10 +11,11 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import torch
 
+from fgalign.configfile import accepts_old_names
 from fgalign.data.tokenize import encode_prompt
 from fgalign.errors import InputError, require_int
 from fgalign.models.policy import load_causal_lm, load_tokenizer, resolve_device
@@ -50,13 +51,18 @@ class PPOPaths:
 # The reward and update options are declared once, in fgalign.rl.update, and inherited here. Bases are listed
 # in reverse because dataclass fields come from the last base first: --help shows paths, reward, update options,
 # then the loop's own.
+@accepts_old_names
 @dataclass
 class PPOConfig(UpdateSettings, PPORewardSettings, PPOPaths):
     """Fine-grained PPO. Defaults suit a 2-layer 128-d GPT-2 on CPU (a few seconds per iteration)."""
 
+    RENAMED: ClassVar[dict[str, str]] = {"n_prompts": "num_prompts", "epochs": "ppo_epochs",
+                                         "checkpoint_every": "save_steps"}
+    """Old option names (CLI and YAML) still read, with a deprecation line, until the next release."""
+
     task: str = "default"
     """Where PPO prompts come from: a built-in task or `package.module:Class`."""
-    n_prompts: int = 4096
+    num_prompts: int = 4096
     """Size of the training prompt pool (task split "train")."""
     iterations: int = 60
     """PPO iterations (one rollout batch each)."""
@@ -94,7 +100,9 @@ class PPOConfig(UpdateSettings, PPORewardSettings, PPOPaths):
     """β: the initial KL coefficient (fixed when kl_target is None). 0.3 is near the β that held 1 nat in the
     built-in worlds; the controller moves it from there."""
     kl_target: float | None = 1.0
-    """Adaptive β targeting this KL in nats per response (compare methods at one KL); None: fixed β."""
+    """The KL to the reference, in nats per response, that the controller moves β to hold (so methods compare at
+    one KL); None: fixed β. Not an early-stopping threshold (CleanRL's `target_kl` stops an update's epochs
+    early); no update is cut short."""
     kl_controller: Literal["pi", "ziegler"] = "pi"
     """How β follows kl_target: "pi" (log-space PI on a one-step prediction, see fgalign.rl.kl) or "ziegler"
     (Ziegler et al. 2019, kept for comparison: it cycles)."""
@@ -113,8 +121,9 @@ class PPOConfig(UpdateSettings, PPORewardSettings, PPOPaths):
     rollout: Literal["hf", "vllm"] = "hf"
     """Who samples: "hf" (transformers' generate) or "vllm" (a vLLM engine on the training GPU, weights synced
     after every update, log-probs recomputed by the training model; one process, no LoRA; untested on GPU)."""
-    checkpoint_every: int = 10
-    """Save a resumable checkpoint every N iterations (and at the end); 0: only at the end."""
+    save_steps: int = 10
+    """Save a resumable checkpoint every N iterations (and at the end); 0: only at the end (as sft/train-rm's
+    --save-steps, a PPO step being one iteration)."""
     resume: bool = False
     """Continue from the latest checkpoint in `out`."""
     overwrite: bool = False
@@ -281,7 +290,7 @@ def _set_up(cfg: PPOConfig, reward_model, task, engines: list) -> _Run:
         raise InputError(f"--reward {cfg.reward} needs per-token rewards, but {cfg.rm} is a {level}-level "
                          "RM: use --reward sequence (or token-shaped, from its prefix scores), or a token RM",
                          field="--reward")
-    prompts = task.prompts("train", cfg.n_prompts, cfg.seed)
+    prompts = task.prompts("train", cfg.num_prompts, cfg.seed)
     pool = [encode_prompt(tokenizer, p) for p in prompts]
     if not pool or min(map(len, pool)) == 0:
         raise InputError("the task gave no prompts, or an empty one", field="--task")
@@ -395,7 +404,7 @@ def _bookkeeping(run: _Run, it: int, stats: dict, eval_fn: Callable | None, eval
                 save_policy(run.raw_policy, run.tokenizer, run.out / "eval_checkpoints" / f"iter_{it + 1:06d}", cfg)
         accelerator.wait_for_everyone()
     run.log.log(stats, cfg.iterations)
-    if (cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0) or done:
+    if (cfg.save_steps and (it + 1) % cfg.save_steps == 0) or done:
         run.last_good = save_checkpoint(accelerator, run.out, it + 1,
                                         {"iteration": it + 1, "kl_controller": run.kl_ctl.state_dict()})
 

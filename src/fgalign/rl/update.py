@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
+from fgalign.configfile import accepts_old_names
 from fgalign.rl.kl import kl_per_token
 from fgalign.rl.advantages import estimate_advantages
 from fgalign.rl.ppo import explained_variance, masked_mean, policy_loss, value_loss
@@ -128,12 +129,16 @@ def make_experience(rollout: Rollout, rm_out, policy, ref_model, value_model, be
     return Experience(rollout, logprobs, ref_logprobs, values, rm, kl, rewards, advantages, returns, sequence_score)
 
 
+@accepts_old_names
 @dataclass
 class UpdateSettings:
     """How one rollout batch updates policy and value (declared once, here; `PPOConfig` inherits them)."""
 
-    epochs: int = 4
-    """Passes over each rollout batch."""
+    RENAMED: ClassVar[dict[str, str]] = {"epochs": "ppo_epochs"}
+    """Old option names still read, with a deprecation warning, until the next release."""
+
+    ppo_epochs: int = 4
+    """PPO passes over each rollout batch (TRL's num_ppo_epochs; not training epochs over a dataset)."""
     minibatches: int = 4
     """Minibatches per pass."""
     clip: float = 0.2
@@ -211,7 +216,7 @@ def ppo_update(exp: Experience, policy, value_model, optimizers, us: UpdateSetti
     policy.train()
     value_model.train()
     parallel = can_run_side_by_side((policy, value_model), accelerator)
-    for _ in range(us.epochs):
+    for _ in range(us.ppo_epochs):
         order = torch.randperm(B)
         for start in range(0, B - size + 1, size):
             idx = order[start:start + size]

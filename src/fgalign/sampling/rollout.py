@@ -34,7 +34,7 @@ class SamplingConfig:
     batch_size: int = 64
     """Prompts per generate call."""
 
-    def check(self, prefix: str = "--sampling.") -> None:
+    def check(self, prefix: str = "--") -> None:
         """Values generate() would crash on (or loop forever with), refused with the option's name."""
         for name, low in (("max_new_tokens", 1), ("batch_size", 1), ("top_k", 0)):
             value = getattr(self, name)

@@ -12,10 +12,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import torch
 
+from fgalign.configfile import accepts_old_names
 from fgalign.data.outputs import check_output
 from fgalign.data.tokenize import encode_pair
 from fgalign.errors import InputError
@@ -29,9 +30,13 @@ from fgalign.train.sharding import full_state_dict, is_main_process
 from fgalign.tasks import load_task
 
 
+@accepts_old_names
 @dataclass
 class SFTConfig:
     """Supervised fine-tuning on a task's demonstrations."""
+
+    RENAMED: ClassVar[dict[str, str]] = {"n_examples": "num_examples"}
+    """Old option names (CLI and YAML) still read, with a deprecation line, until the next release."""
 
     out: str
     """Output directory (a Hugging Face model folder with tokenizer and resolved config)."""
@@ -41,7 +46,7 @@ class SFTConfig:
     """A local Hugging Face causal LM directory to fine-tune; None builds a tiny model from `tiny`."""
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     """Shape of the tiny model built when `model` is None."""
-    n_examples: int = 20000
+    num_examples: int = 20000
     """Demonstrations drawn from the task's noisy demonstrator."""
     epochs: float = 2.0
     """Passes over the demonstrations."""
@@ -71,7 +76,7 @@ class SFTConfig:
 
 def check_config(cfg: SFTConfig) -> None:
     """Options that would crash, or silently do nothing, after the model is built: refused first."""
-    for name, value, low in (("--n-examples", cfg.n_examples, 1), ("--batch-size", cfg.batch_size, 1),
+    for name, value, low in (("--num-examples", cfg.num_examples, 1), ("--batch-size", cfg.batch_size, 1),
                              ("--save-steps", cfg.save_steps, 0)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise InputError(f"expected an integer >= {low}, got {value!r}", field=name)
@@ -166,7 +171,7 @@ def _train(cfg: SFTConfig, task, out: Path, ckpt: Path, resume: Path | bool | No
             max_len = cfg.tiny.max_len
         # The saved tokenizer states the model's real limit (not 1024), so later stages can check inputs.
         tokenizer.model_max_length = min(tokenizer.model_max_length, max_len)
-        rows = tokenize_examples(tokenizer, task.sft_examples(cfg.n_examples, cfg.seed), max_len)
+        rows = tokenize_examples(tokenizer, task.sft_examples(cfg.num_examples, cfg.seed), max_len)
         device = resolve_device(cfg.device)
         args = TrainingArguments(
             output_dir=str(ckpt), per_device_train_batch_size=cfg.batch_size,
