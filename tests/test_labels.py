@@ -243,14 +243,14 @@ def test_label_pair_rejects_unknown_mode(tiny_tokenizer):
 
 
 def test_marked_text(tiny_tokenizer, wordpiece):
-    out = label_pair(tiny_tokenizer, "", "I like apple pie", "I like pear pie")
+    out = label_pair(tiny_tokenizer, "", "I like apple pie", "I like pear pie", mode="tokens")
     rejected = marked_text(tiny_tokenizer, out["rejected_ids"], out["rejected_labels"])
     assert "[-" in rejected and re.sub(r"\[-|-\]", "", rejected) == "I like apple pie"  # nothing lost
     # Token alignment may keep a token the two words share ("p"); the char mode marks the word whole.
     assert set("".join(re.findall(r"\[-(.*?)-\]", rejected))) <= set(" apple")
     out = label_pair(tiny_tokenizer, "", "I like apple pie", "I like pear pie", mode="chars")
     assert marked_text(tiny_tokenizer, out["rejected_ids"], out["rejected_labels"]) == "I like [-apple-] pie"
-    out = label_pair(tiny_tokenizer, "", "apple", "apple pie")
+    out = label_pair(tiny_tokenizer, "", "apple", "apple pie", mode="tokens")
     assert marked_text(tiny_tokenizer, out["rejected_ids"], out["rejected_labels"]) == "apple[-<|endoftext|>-]"
     out = label_pair(wordpiece, "", "I like apple pie", "I like pear pie", mode="chars")
     assert marked_text(wordpiece, out["edited_ids"], out["edited_labels"]) == "i like {+pear+} pie"
@@ -318,3 +318,20 @@ def test_cli_label_missing_tokenizer_exits_2(tmp_path, capsys):
     edits, out = write_edits(tmp_path / "edits.jsonl", GOOD), tmp_path / "labels.jsonl"
     assert main(["label", "--data", str(edits), "--tokenizer", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "tokenizer" in capsys.readouterr().err and not out.exists()
+
+
+def test_one_default_label_mode_for_label_train_rm_and_the_annotation_page():
+    """Declared once (fgalign.labels): `fgalign label`, `train-rm`, `annotate init` and `label_pair` default to the
+    mode the shipped configs train rm-token with, so the chips annotators see are the labels the RM gets."""
+    import inspect
+
+    from fgalign.annotate.options import InitConfig
+    from fgalign.labels import DEFAULT_LABEL_MODE
+    from fgalign.labels.stage import LabelConfig
+    from fgalign.train.reward import RewardConfig
+
+    assert DEFAULT_LABEL_MODE == "chars"
+    defaults = {cls.__name__: cls.__dataclass_fields__["label_mode"].default
+                for cls in (LabelConfig, RewardConfig, InitConfig)}
+    assert set(defaults.values()) == {DEFAULT_LABEL_MODE}, defaults
+    assert inspect.signature(label_pair).parameters["mode"].default == DEFAULT_LABEL_MODE

@@ -166,7 +166,7 @@ def serve(cfg: ServeConfig) -> None:
 
 def stats(cfg: StatsConfig) -> dict:
     from fgalign.annotate.agreement import compute
-    from fgalign.annotate.diffview import DEFAULT_LABEL_MODE
+    from fgalign.labels import DEFAULT_LABEL_MODE
     from fgalign.annotate.stats_table import print_stats
 
     engine = db.open_db(cfg.db)
@@ -189,7 +189,7 @@ def export(cfg: ExportConfig) -> dict:
     from fgalign.data.io import write_records
     from fgalign.runinfo import save_run_config
 
-    from fgalign.annotate.diffview import DEFAULT_LABEL_MODE
+    from fgalign.labels import DEFAULT_LABEL_MODE
 
     engine = db.open_db(cfg.db)
     try:

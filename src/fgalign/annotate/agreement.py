@@ -20,7 +20,8 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from fgalign.annotate.db import assignments, items, submissions as submission_rows, users
-from fgalign.annotate.diffview import DEFAULT_LABEL_MODE, rejected_token_labels
+from fgalign.annotate.diffview import rejected_token_labels
+from fgalign.labels import DEFAULT_LABEL_MODE
 
 
 def cohen_kappa(a: Sequence[int], b: Sequence[int]) -> float | None:

@@ -18,9 +18,9 @@ from typing import Any
 
 from fgalign.data.tokenize import token_spans
 from fgalign.labels.align import char_labels, words
+from fgalign.labels import DEFAULT_LABEL_MODE
 from fgalign.labels.project import combine, label_pair
 
-DEFAULT_LABEL_MODE = "chars"  # marks a replaced word whole, as the shipped configs train rm-token (issue 21)
 WHITESPACE_MARKS = str.maketrans({" ": "·", "\n": "↵", "\t": "→", "\r": "␍"})
 REPLACEMENT = "\ufffd"
 

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 import tyro
 
-from fgalign.annotate.diffview import DEFAULT_LABEL_MODE
+from fgalign.labels import DEFAULT_LABEL_MODE, LabelMode
 
 DEFAULT_MAX_EDIT_RATIO = 0.5  # the edit stage's default minimality threshold (EditConfig.max_edit_ratio)
 DEFAULT_LINK_TTL_HOURS = 72.0  # a login link sent on Friday still works on Monday morning
@@ -28,7 +28,7 @@ class InitConfig:
     tokenizer: str | None = None
     """Tokenizer (or model) directory of the reward model: the page then shows its token labels; without
     it, labels are shown per word."""
-    label_mode: Literal["tokens", "chars"] = DEFAULT_LABEL_MODE  # type: ignore[assignment]
+    label_mode: LabelMode = DEFAULT_LABEL_MODE
     """How train-rm will label (its --label-mode): the page shows the same labels. chars marks a replaced
     word whole (what the shipped configs train with)."""
     max_length: int | None = None

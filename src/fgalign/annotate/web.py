@@ -23,7 +23,8 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from fgalign.annotate import accounts, db, queue
-from fgalign.annotate.diffview import DEFAULT_LABEL_MODE, diff
+from fgalign.annotate.diffview import diff
+from fgalign.labels import DEFAULT_LABEL_MODE
 
 HERE = Path(__file__).parent
 COOKIE = "fgalign_session"

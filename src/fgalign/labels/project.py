@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from fgalign.data.tokenize import encode_response, token_spans
 from fgalign.errors import InputError
+from fgalign.labels import DEFAULT_LABEL_MODE
 from fgalign.labels.align import DELETED, INSERTED, KEPT, char_labels, token_labels
 
 MODES = ("tokens", "chars")
@@ -61,7 +62,7 @@ def project_char_labels(text: str, labels: list[int], tokenizer: Any, add_eos: b
     return ids, token_labels_
 
 
-def label_pair(tokenizer: Any, prompt: str, original: str, edited: str, mode: str = "tokens",
+def label_pair(tokenizer: Any, prompt: str, original: str, edited: str, mode: str = DEFAULT_LABEL_MODE,
                mark_omissions: bool = True) -> dict:
     """Token labels of one edit pair: response tokens only, each side ending with the end id (EOS).
 

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from fgalign.configfile import accepts_old_names
+from fgalign.labels import DEFAULT_LABEL_MODE, LabelMode
 from fgalign.data import ReadStats, read_records
 from fgalign.data.io import write_jsonl
 from fgalign.data.outputs import check_output
@@ -36,7 +37,7 @@ class LabelConfig:
     """A Hugging Face tokenizer directory, or a model directory that holds one (must be a fast tokenizer)."""
     out: str
     """LABELS JSONL to write: each record plus rejected_ids/labels and edited_ids/labels."""
-    label_mode: Literal["tokens", "chars"] = "tokens"
+    label_mode: LabelMode = DEFAULT_LABEL_MODE
     """"tokens": align token ids (the paper's way, for this tokenizer); "chars": align words, then project
     the character labels through offsets (consistent across tokenizers)."""
     mark_omissions: bool = True

@@ -49,7 +49,8 @@ class RewardModelInfo:
     pairs: str = "edit"
     """Training pairs: "edit" (edited > original) or "preference" (chosen > rejected)."""
     label_mode: str = "tokens"
-    """How token labels were aligned: "tokens" or "chars"."""
+    """How token labels were aligned: "tokens" or "chars". The default only reads RMs saved before this field
+    existed, all trained with "tokens"; train-rm always records the mode it used."""
     backbone: str = ""
     """Where the backbone came from."""
     head: str = HEAD

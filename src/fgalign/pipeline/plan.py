@@ -148,7 +148,10 @@ def comparable(config: Any, run: Path) -> dict:
         if isinstance(value, str) and value.startswith(str(run) + "/"):
             return "RUN/" + value[len(str(run)) + 1:]
         return value
-    return rel(to_jsonable(config))
+    stored = rel(to_jsonable(config))
+    if isinstance(config, RewardConfig) and config.level == "sequence":
+        stored.pop("label_mode", None)  # token labels play no part in a sequence RM: its default may move freely
+    return stored
 
 
 def _renamed_keys(stored: dict, config: Any) -> dict:

@@ -19,6 +19,7 @@ from fgalign.data import PreferenceRecord, ReadStats, read_records
 from fgalign.data.outputs import check_output
 from fgalign.data.records import render_text, response_text
 from fgalign.errors import InputError
+from fgalign.labels import DEFAULT_LABEL_MODE, LabelMode
 from fgalign.labels.project import label_pair
 from fgalign.models.precision import check_bf16
 from fgalign.models.reward import RewardModel, build_reward_model, head_module, pad_batch
@@ -51,7 +52,7 @@ class RewardConfig:
     others (at 0 kept tokens carried +0.45..0.67 x the edited tokens' |r|)."""
     pairs: Literal["preference", "edit"] = "preference"
     """Sequence RM pairs: (chosen > rejected) or (edited > original). The token RM always uses edits."""
-    label_mode: Literal["tokens", "chars"] = "tokens"
+    label_mode: LabelMode = DEFAULT_LABEL_MODE
     """Token labels: align token ids (RM tokenizer = policy's) or characters projected through offsets."""
     backbone_kind: Literal["auto", "causal", "encoder"] = "auto"
     """Decoder (r_t sees y_<=t) or encoder (sees the whole text); auto reads the saved architecture."""
