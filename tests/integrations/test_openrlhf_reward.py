@@ -68,7 +68,8 @@ def test_server_returns_the_sequence_score_openrlhf_expects(rm_dir, tiny_policy_
         status, body = post(url, {"query": "not a list"})
         assert status == 400 and "query" in body["error"]
         with urllib.request.urlopen(url.replace("/get_reward", "/health"), timeout=10) as resp:
-            assert resp.status == 200
+            # fgalign ppo's terms for what it serves: the sequence score at the last token, unscaled
+            assert resp.status == 200 and json.loads(resp.read())["reward"]["reward"] == "sequence"
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -28,6 +28,7 @@ as it stands.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hmac
 import ipaddress
 import json
@@ -40,6 +41,11 @@ from urllib.parse import parse_qs, urlsplit
 
 from fgalign.errors import InputError
 from fgalign.models.reward import RewardModel, load_reward_model
+from fgalign.rl.rewards import SEQUENCE_AT_LAST
+
+# What OpenRLHF's one number per response can carry, in fgalign ppo's terms (its `--reward sequence
+# --reward-scale raw`): the RM's sequence score at the last token. The health reply names it.
+REWARD_SETTINGS = SEQUENCE_AT_LAST
 
 TOKEN_ENV = "FGALIGN_REWARD_TOKEN"  # the default variable the server's bearer token is read from
 
@@ -124,7 +130,7 @@ def make_handler(scorer: SequenceScorer, token: str | None = None) -> type[BaseH
             self.wfile.write(data)
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            self._send(200, {"status": "ok"})
+            self._send(200, {"status": "ok", "reward": dataclasses.asdict(REWARD_SETTINGS)})
 
         def do_POST(self) -> None:  # noqa: N802 - any path: OpenRLHF posts to the URL it was given
             if not self._authorised():
