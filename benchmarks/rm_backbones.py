@@ -107,6 +107,8 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true", help="train the pretrained backbones under bf16 autocast (native-bf16 machines only)")
     ap.add_argument("--epochs", type=float, default=None, help="override the backbone's epochs (fewer for big N)")
     ap.add_argument("--no-best-of-n", action="store_true")
+    ap.add_argument("--ppo-runs", type=Path, nargs="*", default=[],
+                    help="pipeline run folders whose PPO results are drawn over the best-of-n curves")
     args = ap.parse_args()
 
     rows, rm_dirs = [], []
@@ -126,6 +128,47 @@ def main() -> None:
         results["best_of_n"][tag] = best_of_n(args.run, rm_dirs, args.n, args.prompts, tag)
     results_path.write_text(json.dumps(results, indent=1))
     print_table(results, rows)
+    if results["best_of_n"]:
+        plot(results, args.run / "backbones" / "best_of_n.png", ppo_points(args.ppo_runs))
+
+
+def ppo_points(run_dirs: list[Path]) -> list[dict]:
+    """Each PPO run's test win rate and KL (the pipeline's summary.json files) to draw over the curves."""
+    points = []
+    for run_dir in run_dirs:
+        for path in sorted(run_dir.glob("ppo/*/seed*/summary.json")):
+            s = json.loads(path.read_text())
+            points.append({"method": s["method"], "win_rate": s["win_rate"], "kl": s["final_kl"], "rm": s["rm"]})
+    return points
+
+
+def plot(results: dict, out: Path, ppo: list[dict] | None = None) -> None:
+    """Best-of-n win rate against its KL bound, one line per ranking, one panel per best-of-n run; PPO runs'
+    test win rates at their measured KL as crosses (oracle-reward runs in black)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = results["best_of_n"]
+    fig, axes = plt.subplots(1, len(runs), figsize=(6.5 * len(runs), 4.5), squeeze=False)
+    for ax, (tag, bon) in zip(axes[0], runs.items()):
+        for name, curve in bon["curves"].items():
+            label = name.replace(f"{bon['policy'].rsplit('/sft', 1)[0]}/backbones/", "")
+            style = dict(color="black", linewidth=2.5) if name.startswith("oracle") else {}
+            ax.plot([p["kl_bound"] for p in curve], [p["win_rate"] for p in curve], marker="o", label=label, **style)
+        ax.set(xlabel="KL bound of best-of-n (nats): n = 1, 2, 4, 8, 16", ylabel="win rate vs an SFT sample",
+               title=tag.replace("_", " "))
+        for p in ppo or []:
+            ax.plot(p["kl"], p["win_rate"], marker="x", markersize=8, linestyle="none",
+                    color="black" if p["rm"] == "task" else "tab:red")
+            ax.annotate(p["method"].replace("ppo-", ""), (p["kl"], p["win_rate"]), fontsize=6,
+                        xytext=(3, -6), textcoords="offset points")
+        ax.axhline(0.5, color="gray", linewidth=0.8)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    print(f"plot -> {out}")
 
 
 def print_table(results: dict, rows: list[dict]) -> None:
