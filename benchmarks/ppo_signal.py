@@ -31,7 +31,7 @@ def one_update(policy_dir: str, batch: int, seed: int, fresh: int, reward: str, 
     from fgalign.tasks import load_task
 
     torch.manual_seed(seed)
-    cfg = PPOConfig(policy=policy_dir, rm="task", out="unused", reward=reward, epochs=epochs)
+    cfg = PPOConfig(policy=policy_dir, rm="task", out="unused", reward=reward, ppo_epochs=epochs)
     tok, task = load_tokenizer(policy_dir), load_task("default")
     policy, ref = load_causal_lm(policy_dir), load_causal_lm(policy_dir).eval()
     value = ValueModel.from_backbone_dir(policy_dir, len(tok))
