@@ -5,6 +5,7 @@ import pytest
 
 from fgalign.data import PreferenceRecord, ReadStats, read_records, write_records
 from fgalign.data.records import render_text
+from fgalign.data.tokenize import chat_prompt, check_tokenizer, encode_prompt
 from fgalign.errors import InputError
 
 GOOD = {"prompt": "List 2 fruits:", "chosen": " apple, pear.", "rejected": " apple, dog."}
@@ -85,7 +86,26 @@ def test_conversational_needs_chat_template(tmp_path, tiny_tokenizer):
     tok.chat_template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}" \
                         "{% if add_generation_prompt %}<assistant>{% endif %}"
     text = render_text(rec, tok)
-    assert text.prompt == "<user>List 2 fruits<assistant>" and text.chosen == "apple, pear."
+    assert text.chosen == "apple, pear." and text.prompt == conv["prompt"]  # the prompt is templated once, when encoded
+    assert chat_prompt(tok, text.prompt) == "<user>List 2 fruits<assistant>"
+    # A plain prompt reaches a chat model through its template as one user message: the same ids as the chat record.
+    assert encode_prompt(tok, "List 2 fruits") == encode_prompt(tok, text.prompt)
+    assert chat_prompt(tiny_tokenizer, "List 2 fruits") == "List 2 fruits"  # no template: the text as is
+
+
+def test_pad_is_a_spare_special_token_when_the_model_has_one(tiny_tokenizer):
+    """A Llama-style tokenizer whose pad is EOS gets its <unk> as pad (no new id past the embeddings); one with
+    no spare token gets a new pad token."""
+    tok = type(tiny_tokenizer).from_pretrained(tiny_tokenizer.name_or_path)
+    tok.add_special_tokens({"unk_token": "<|unk|>"})
+    n = len(tok)
+    tok.pad_token = tok.eos_token
+    check_tokenizer(tok)
+    assert tok.pad_token_id == tok.unk_token_id != tok.eos_token_id and len(tok) == n
+    bare = type(tiny_tokenizer).from_pretrained(tiny_tokenizer.name_or_path)
+    bare.pad_token = bare.eos_token
+    check_tokenizer(bare)
+    assert bare.pad_token == "<|pad|>" and bare.pad_token_id not in (bare.eos_token_id, None)
 
 
 def test_atomic_write_keeps_existing_output(tmp_path):

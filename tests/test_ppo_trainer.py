@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 
 from fgalign.models.policy import load_causal_lm, load_tokenizer
 from fgalign.models.value import ValueModel
-from fgalign.rl.trainer import PPOConfig, prompt_indices, rollout_pad_id, train_ppo
+from fgalign.rl.trainer import PPOConfig, prompt_indices, train_ppo
+from fgalign.sampling.hf import embedded_pad_id
 from fgalign.rl.update import PPORewardSettings, TrainingDiverged, UpdateSettings, make_experience, ppo_update
 from fgalign.sampling.hf import generate
 from fgalign.sampling.rollout import SamplingConfig
@@ -217,8 +218,8 @@ def test_policy_whose_tokenizer_pads_with_eos_trains(policy_dir, tmp_path):
     result = train_ppo(_cfg(d, tmp_path / "out", iterations=1, ppo_epochs=1, save_steps=0),
                        reward_model=TableRewardModel(300), task=FakeTask())
     assert 1 < result["final"]["response_length"] <= 8 and result["final"]["kl_k1"] == 0.0
-    added = type("Tok", (), {"pad_token_id": 300, "eos_token_id": 0})()  # a pad beyond the embeddings
-    assert rollout_pad_id(added, vocab=300) == 0 and rollout_pad_id(tok, vocab=300) == tok.pad_token_id
+    # a pad beyond the embeddings pads with EOS; one the model embeds pads as itself
+    assert embedded_pad_id(300, 0, vocab=300) == 0 and embedded_pad_id(tok.pad_token_id, 0, 300) == tok.pad_token_id
 
 
 def test_prompt_indices_are_a_pure_function_disjoint_across_ranks():

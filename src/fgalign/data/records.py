@@ -2,8 +2,8 @@
 
 A record is TRL's *standard* preference form — `prompt`, `chosen`, `rejected` as strings — plus an optional
 `edited` (the annotator's minimal edit of `rejected`) and a free `meta` dict. TRL's *conversational* form
-(lists of `{"role", "content"}` messages) is accepted too and rendered to text with the tokenizer's chat
-template (`render_text`).
+(lists of `{"role", "content"}` messages) is accepted too: responses become text (`render_text`), prompts
+go through the tokenizer's chat template when encoded (`data.tokenize.encode_prompt`).
 """
 from __future__ import annotations
 
@@ -109,10 +109,11 @@ def response_text(value: Text) -> str:
 
 
 def render_text(record: PreferenceRecord, tokenizer: Any = None) -> PreferenceRecord:
-    """Return the record in standard (string) form.
+    """Return the record with its responses as text; a chat prompt stays a message list.
 
-    Conversational prompts are rendered with the tokenizer's chat template (with the generation prompt);
-    a tokenizer without one is refused with a clear error.
+    `data.tokenize.encode_prompt` renders every prompt, plain or chat, through the tokenizer's chat template:
+    rendering it here as well would template it twice. A tokenizer without a template is refused here, with a
+    clear error, for conversational records.
     """
     if not record.conversational:
         return record
@@ -120,7 +121,6 @@ def render_text(record: PreferenceRecord, tokenizer: Any = None) -> PreferenceRe
         raise InputError("conversational records (lists of messages) need a tokenizer with a chat template; "
                          "this tokenizer has none — convert the data to plain strings or pass a chat model",
                          field="prompt")
-    prompt = tokenizer.apply_chat_template(record.prompt, tokenize=False, add_generation_prompt=True)
     edited = None if record.edited is None else response_text(record.edited)
-    return PreferenceRecord(prompt, response_text(record.chosen), response_text(record.rejected), edited,
+    return PreferenceRecord(record.prompt, response_text(record.chosen), response_text(record.rejected), edited,
                             dict(record.meta))

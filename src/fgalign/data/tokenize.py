@@ -12,18 +12,46 @@ from fgalign.errors import InputError
 
 
 def check_tokenizer(tokenizer: Any) -> None:
-    """Refuse tokenizers we cannot mask correctly: no EOS, or a pad token equal to EOS."""
+    """Refuse tokenizers we cannot mask correctly (no EOS); give one whose pad is EOS (or missing) its own pad."""
     if tokenizer.eos_token_id is None:
         raise InputError("the tokenizer has no EOS token; responses could never end", field="tokenizer")
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        # Masks are explicit everywhere, but a pad equal to EOS makes saved batches ambiguous: add a pad.
-        tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+        # Masks are explicit everywhere, but a pad equal to EOS makes saved batches ambiguous. A spare special
+        # token the model already embeds pads best (Llama-style tokenizers: <unk>, SmolLM2's <|endoftext|>);
+        # a new token would grow the vocabulary past the model's embedding matrix, and only `sft` resizes it.
+        unk = tokenizer.unk_token_id
+        if unk is not None and unk not in (tokenizer.eos_token_id, tokenizer.bos_token_id):
+            tokenizer.pad_token = tokenizer.unk_token
+        else:
+            tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
 
 
-def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
-    """Prompt ids (with the tokenizer's BOS if it uses one)."""
-    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False):
+def uses_chat_template(tokenizer: Any) -> bool:
+    """Whether prompts reach the model through its chat template: whenever its tokenizer has one."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def chat_prompt(tokenizer: Any, prompt: str | list[dict]) -> str:
+    """The prompt as the model sees it: a plain string becomes one user message and, like a message list, goes
+    through the tokenizer's chat template with the generation prompt; without a template a string stays as is.
+
+    Instruct models are trained on their template; a task's raw prompt text would reach them out of
+    distribution (a user asking SmolLM2-Instruct a question gets the template, so its policy must too)."""
+    if not uses_chat_template(tokenizer):
+        if not isinstance(prompt, str):
+            raise InputError("a chat-message prompt needs a tokenizer with a chat template; this tokenizer has "
+                             "none — convert the data to plain strings or pass a chat model", field="prompt")
+        return prompt
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def encode_prompt(tokenizer: Any, prompt: str | list[dict]) -> list[int]:
+    """Prompt ids: through the chat template when the tokenizer has one (`chat_prompt`), else the text with the
+    tokenizer's BOS if it uses one (a template writes its own)."""
+    templated = uses_chat_template(tokenizer)
+    ids = tokenizer(chat_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+    if not templated and tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False):
         ids = [tokenizer.bos_token_id] + ids
     return ids
 

@@ -28,7 +28,7 @@ from fgalign.rl.metrics_log import MetricsLog
 from fgalign.rl.oracle_reward import TaskRewardModel
 from fgalign.rl.update import TrainingDiverged, experience_stats, make_experience, ppo_update
 from fgalign.runinfo import preserved_rng, save_run_config, seed_everything
-from fgalign.sampling.hf import generate
+from fgalign.sampling.hf import embedded_pad_id, generate
 from fgalign.sampling.rollout import SamplingConfig
 from fgalign.sampling.vllm import VllmSampler, vllm_problem
 from fgalign.tasks import load_task
@@ -82,12 +82,6 @@ def _build_models(cfg: PPOConfig, tokenizer):
     else:
         value = ValueModel.from_backbone_dir(cfg.rm, vocab, tokenizer=tokenizer)
     return policy, ref_model, value
-
-
-def rollout_pad_id(tokenizer, vocab: int) -> int:
-    """The id that left-pads prompts. `load_tokenizer` adds a pad token to a tokenizer whose pad was EOS,
-    which the model has no embedding for; EOS then pads instead (masks are explicit, so that is safe)."""
-    return tokenizer.pad_token_id if tokenizer.pad_token_id < vocab else tokenizer.eos_token_id
 
 
 def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=None, task=None) -> dict:
@@ -220,7 +214,8 @@ def _set_up(cfg: PPOConfig, reward_model, task, engines: list) -> _Run:
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                               top_p=cfg.top_p)
     raw_policy, raw_value = accelerator.unwrap_model(policy), accelerator.unwrap_model(value)
-    pad_id = rollout_pad_id(tokenizer, raw_policy.get_input_embeddings().num_embeddings)
+    pad_id = embedded_pad_id(tokenizer.pad_token_id, tokenizer.eos_token_id,
+                             raw_policy.get_input_embeddings().num_embeddings)
     if vllm is not None:
         vllm.load_weights(raw_policy)  # a resumed run continues from its checkpoint's weights
     return _Run(cfg, out, accelerator, tokenizer, task, reward_model, policy, value, raw_policy, raw_value, ref_model,

@@ -31,12 +31,19 @@ def progress(description: str) -> Iterator[None]:
 
 
 @torch.no_grad()
+def embedded_pad_id(pad_id: int, eos_id: int, vocab: int) -> int:
+    """The id that pads. `check_tokenizer` may add a pad token the model has no embedding for (a user's model
+    that fgalign's `sft` never resized); EOS then pads instead (masks are explicit, so that is safe)."""
+    return pad_id if pad_id < vocab else eos_id
+
+
 def generate(model, prompts: list[list[int]], eos_id: int, pad_id: int, settings: SamplingConfig,
              micro_batch: int = 64) -> Rollout:
     """Sample one response per prompt (KV cache, global torch RNG) and build its masks."""
     from transformers import GenerationConfig
 
     device = next(model.parameters()).device
+    pad_id = embedded_pad_id(pad_id, eos_id, model.get_input_embeddings().num_embeddings)
     # A fresh GenerationConfig: the model's saved defaults (top_k=50, penalties, …) must not leak in.
     gen_config = GenerationConfig(do_sample=True, temperature=settings.temperature, top_k=settings.top_k,
                                   top_p=settings.top_p, max_new_tokens=settings.max_new_tokens, min_new_tokens=0,
