@@ -2,6 +2,7 @@
 SIGKILL, NaN stop, LoRA, the real reward model through the CLI, and two processes under accelerate."""
 import copy
 import json
+import math
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from ppo_fakes import FakeTask, TableRewardModel, eos_prone_policy_dir
 from safetensors.torch import load_file
 
 from fgalign.models.policy import load_causal_lm, load_tokenizer
+from fgalign.errors import InputError
 from fgalign.models.value import ValueModel
 from fgalign.rl.trainer import PPOConfig, prompt_indices, train_ppo
 from fgalign.sampling.hf import embedded_pad_id
@@ -260,3 +262,21 @@ def test_two_processes_under_accelerate_launch(policy_dir, tmp_path):
     assert ranks[0]["history"] == ranks[1]["history"]  # metrics averaged over ranks, β identical
     assert ranks[0]["rng"] != ranks[1]["rng"]  # per-rank seeds
     assert (out / "config.json").exists() and len((out / "ppo_log.jsonl").read_text().splitlines()) == 2
+
+
+def test_critic_free_run_trains_no_value_model_and_resumes(policy_dir, tmp_path):
+    """--value-init none with reinforce++: the policy learns, no value model is built or saved, and a resumed run
+    continues from its checkpoint; gae without a critic is refused before any model loads."""
+    out = tmp_path / "nocritic"
+    kw = dict(value_init="none", advantage="reinforce++", save_steps=1)
+    first = train_ppo(_cfg(policy_dir, out, iterations=1, **kw), reward_model=TableRewardModel(300), task=FakeTask())
+    log = first["history"][-1]
+    assert log["value_loss"] == 0.0 and log["policy_loss"] != 0.0 and math.isfinite(log["approx_kl"])
+    assert load_causal_lm(out).state_dict()["lm_head.weight"].ne(load_causal_lm(policy_dir).state_dict()[
+        "lm_head.weight"]).any()  # the update moved the policy
+    resumed = train_ppo(_cfg(policy_dir, out, iterations=2, resume=True, **kw), reward_model=TableRewardModel(300),
+                        task=FakeTask())
+    assert [h["iteration"] for h in resumed["history"]][-1] == 2
+    with pytest.raises(InputError, match="gae needs a learned critic"):
+        train_ppo(_cfg(policy_dir, tmp_path / "gae", value_init="none"), reward_model=TableRewardModel(300),
+                  task=FakeTask())

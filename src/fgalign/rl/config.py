@@ -83,8 +83,10 @@ class PPOConfig(UpdateSettings, PPORewardSettings, PPOPaths):
     (Ziegler et al. 2019, kept for comparison: it cycles)."""
     kl_horizon: float = 128
     """Ziegler controller horizon, in responses: β moves by at most 20% · batch / horizon per iteration."""
-    value_init: Literal["policy", "reward"] = "policy"
-    """Initialise the value model's backbone from the policy or from the reward model (same vocabulary)."""
+    value_init: Literal["policy", "reward", "none"] = "policy"
+    """Initialise the value model's backbone from the policy or from the reward model (same vocabulary); "none":
+    no value model at all, for the critic-free estimators (reinforce++, rloo). On a real model the critic is a
+    second full model to run and train: without it an iteration does a third less work."""
     lora: bool = False
     """Train a LoRA adapter on the policy (peft); the reference is the policy with the adapter disabled."""
     lora_r: int = 8

@@ -54,6 +54,9 @@ def check_groups(cfg: PPOConfig) -> None:
                          field="--group-size")
     if cfg.advantage not in ESTIMATOR_NAMES:
         raise InputError(f"unknown estimator '{cfg.advantage}': expected one of {ESTIMATOR_NAMES}", field="--advantage")
+    if cfg.value_init == "none" and cfg.advantage == "gae":
+        raise InputError("gae needs a learned critic: --value-init none goes with --advantage reinforce++ or rloo",
+                         field="--value-init")
     if cfg.advantage == "rloo" and cfg.group_size < 2:
         raise InputError("rloo's baseline is the other samples of the same prompt: give --group-size 2 or more",
                          field="--group-size")
@@ -77,7 +80,9 @@ def _build_models(cfg: PPOConfig, tokenizer):
     else:
         ref_model = load_causal_lm(cfg.policy).eval().requires_grad_(False)
     vocab = policy.get_input_embeddings().num_embeddings
-    if cfg.value_init == "policy":
+    if cfg.value_init == "none":  # a critic-free estimator: no second model to run and train
+        value = None
+    elif cfg.value_init == "policy":
         value = ValueModel.from_backbone_dir(cfg.policy, vocab)
     else:
         value = ValueModel.from_backbone_dir(cfg.rm, vocab, tokenizer=tokenizer)
@@ -182,8 +187,14 @@ def _set_up(cfg: PPOConfig, reward_model, task, engines: list) -> _Run:
     # Fused AdamW: one kernel for all parameters (CPU and CUDA); measurably faster for many small tensors.
     opt_policy = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr,
                                    weight_decay=cfg.weight_decay, fused=True)
-    opt_value = torch.optim.AdamW(value.parameters(), lr=cfg.value_lr, weight_decay=cfg.weight_decay, fused=True)
-    policy, value, opt_policy, opt_value = accelerator.prepare(policy, value, opt_policy, opt_value)
+    if value is None:
+        policy, opt_policy = accelerator.prepare(policy, opt_policy)
+        optimizers: tuple = (opt_policy,)
+    else:
+        opt_value = torch.optim.AdamW(value.parameters(), lr=cfg.value_lr, weight_decay=cfg.weight_decay,
+                                      fused=True)
+        policy, value, opt_policy, opt_value = accelerator.prepare(policy, value, opt_policy, opt_value)
+        optimizers = (opt_policy, opt_value)
     if ref_model is not None:
         ref_model = ref_model.to(accelerator.device)
     kl_ctl = make_kl_controller(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon, cfg.kl_controller)
@@ -213,13 +224,14 @@ def _set_up(cfg: PPOConfig, reward_model, task, engines: list) -> _Run:
 
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                               top_p=cfg.top_p)
-    raw_policy, raw_value = accelerator.unwrap_model(policy), accelerator.unwrap_model(value)
+    raw_policy = accelerator.unwrap_model(policy)
+    raw_value = None if value is None else accelerator.unwrap_model(value)
     pad_id = embedded_pad_id(tokenizer.pad_token_id, tokenizer.eos_token_id,
                              raw_policy.get_input_embeddings().num_embeddings)
     if vllm is not None:
         vllm.load_weights(raw_policy)  # a resumed run continues from its checkpoint's weights
     return _Run(cfg, out, accelerator, tokenizer, task, reward_model, policy, value, raw_policy, raw_value, ref_model,
-                (opt_policy, opt_value), kl_ctl, vllm, pool, prompts if cfg.log_task_score else None, sampling,
+                optimizers, kl_ctl, vllm, pool, prompts if cfg.log_task_score else None, sampling,
                 pad_id, log, start, latest_checkpoint(out) if cfg.resume else None)
 
 

@@ -15,7 +15,7 @@ from torch import Tensor
 from fgalign.configfile import accepts_old_names
 from fgalign.rl.kl import kl_per_token
 from fgalign.rl.advantages import estimate_advantages
-from fgalign.rl.ppo import explained_variance, masked_mean, policy_loss, value_loss
+from fgalign.rl.ppo import ValueLoss, explained_variance, masked_mean, policy_loss, value_loss
 from fgalign.rl.rewards import RewardSettings, compose_rewards, masked_whiten, rm_rewards, truncation_penalty
 from fgalign.rl.scoring import in_micro_batches, policy_logprobs, values_of
 from fgalign.models.side_by_side import can_run_side_by_side, run_side_by_side
@@ -104,11 +104,15 @@ def make_experience(rollout: Rollout, rm_out, policy, ref_model, value_model, be
                 return logprobs, in_micro_batches(lambda r: policy_logprobs(ref, r, temperature)[0], rollout,
                                                   micro_batch)
 
+    def critic():  # no value model (a critic-free estimator): V = 0, which those estimators never read
+        if value_model is None:
+            return torch.zeros(mask.shape, device=mask.device)
+        return in_micro_batches(lambda r: values_of(value_model, r), rollout, micro_batch)
+
     with evaluating(policy, ref_model, value_model):  # eval mode: no dropout, so no RNG in either thread
         models = [m for m in (policy, ref_model, value_model) if m is not None]
-        (logprobs, ref_logprobs), values = run_side_by_side(
-            log_probs, lambda: in_micro_batches(lambda r: values_of(value_model, r), rollout, micro_batch),
-            can_run_side_by_side(models, uses_rng=False))
+        (logprobs, ref_logprobs), values = run_side_by_side(log_probs, critic,
+                                                            can_run_side_by_side(models, uses_rng=False))
 
     T = mask.shape[1]
     def fit(x: Tensor) -> Tensor:  # the RM pads to its longest response, at most our T
@@ -213,9 +217,10 @@ def ppo_update(exp: Experience, policy, value_model, optimizers, us: UpdateSetti
     B = len(exp.rollout)
     size = max(1, B // us.minibatches)
     stats: list[Tensor] = []
-    policy.train()
-    value_model.train()
-    parallel = can_run_side_by_side((policy, value_model), accelerator)
+    models = (policy,) if value_model is None else (policy, value_model)  # no value model: critic-free
+    for model in models:
+        model.train()
+    parallel = len(models) == 2 and can_run_side_by_side(models, accelerator)
     for _ in range(us.ppo_epochs):
         order = torch.randperm(B)
         for start in range(0, B - size + 1, size):
@@ -233,13 +238,16 @@ def ppo_update(exp: Experience, policy, value_model, optimizers, us: UpdateSetti
                 return pl, mean_entropy, loss.detach()
 
             def value_step():
+                if value_model is None:  # critic-free: nothing to fit, and 0 in the statistics
+                    zero = torch.zeros((), device=mask.device)
+                    return ValueLoss(zero, zero)
                 vl = value_loss(values_of(value_model, mb), exp.values[idx], exp.returns[idx], mask, us.value_clip)
                 backward(us.vf_coef * vl.loss, accelerator)
                 return vl
 
             (pl, mean_entropy, loss), vl = run_side_by_side(policy_step, value_step, parallel)
             check_finite("loss", torch.stack([loss, vl.loss.detach()]), iteration)  # before any optimizer step
-            clip_and_step((policy, value_model), optimizers, us.max_grad_norm, accelerator)
+            clip_and_step(models, optimizers, us.max_grad_norm, accelerator)
             stats.append(torch.stack([pl.loss, vl.loss, pl.clipfrac, pl.approx_kl, vl.clipfrac, mean_entropy])
                          .detach().double())
     if not stats:

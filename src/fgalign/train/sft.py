@@ -26,7 +26,7 @@ from fgalign.rl.update import TrainingDiverged
 from fgalign.runinfo import atomic_path, save_run_config, seed_everything
 from fgalign.train.guard import (EpochSeededSampler, FiniteGuard, diverged_message, prepare_checkpoints,
                                  progress_callback)
-from fgalign.train.sharding import full_state_dict, is_main_process
+from fgalign.train.sharding import full_state_dict, is_main_process, merged_lora_model
 from fgalign.tasks import load_task
 
 
@@ -43,7 +43,8 @@ class SFTConfig:
     task: str = "default"
     """Task: a built-in name ("default", "sentiment") or an import path "package.module:ClassName"."""
     model: str | None = None
-    """A local Hugging Face causal LM directory to fine-tune; None builds a tiny model from `tiny`."""
+    """The causal LM to fine-tune: a local Hugging Face directory, a .gguf file or pkg:PACKAGE/PATH; None builds
+    a tiny model from `tiny`."""
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     """Shape of the tiny model built when `model` is None."""
     num_examples: int = 20000
@@ -62,6 +63,13 @@ class SFTConfig:
     """"auto" (CUDA when available), "cpu" or "cuda"."""
     bf16: bool = False
     """Train in bf16 mixed precision (faster on recent CPUs and GPUs)."""
+    lora: bool = False
+    """Train LoRA adapters (peft) on every linear layer of `model` instead of all its weights; merged into the
+    weights before saving, so OUT is a plain model (a pretrained model keeps what it knows; 2 cores can afford it)."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA alpha (the adapter's update is scaled by alpha / r)."""
     trust_remote_code: bool = False
     """Allow custom code from the model directory (off unless you trust it)."""
     save_steps: int = 200
@@ -85,6 +93,12 @@ def check_config(cfg: SFTConfig) -> None:
             raise InputError(f"expected a number > 0, got {value!r}", field=name)
     if cfg.model is None:
         check_tiny_config(cfg.tiny)
+    if cfg.lora and cfg.model is None:
+        raise InputError("LoRA adapts a pretrained model: pass --model (a tiny model built from scratch trains "
+                         "all its weights)", field="--lora")
+    for name, value in (("--lora-r", cfg.lora_r), ("--lora-alpha", cfg.lora_alpha)):
+        if cfg.lora and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise InputError(f"expected an integer >= 1, got {value!r}", field=name)
 
 
 def checkpoint_dir(out: str | Path) -> Path:
@@ -160,7 +174,13 @@ def _train(cfg: SFTConfig, task, out: Path, ckpt: Path, resume: Path | bool | No
         if cfg.model:
             tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
             model = load_causal_lm(cfg.model, trust_remote_code=cfg.trust_remote_code)
-            model.resize_token_embeddings(len(tokenizer))
+            if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # check_tokenizer added a pad
+                model.resize_token_embeddings(len(tokenizer))
+            if cfg.lora:
+                from peft import LoraConfig, get_peft_model
+
+                model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                                         target_modules="all-linear", task_type="CAUSAL_LM"))
             max_len = getattr(model.config, "max_position_embeddings", None) or 1024
         else:
             if not callable(getattr(task, "tokenizer", None)):
@@ -173,10 +193,13 @@ def _train(cfg: SFTConfig, task, out: Path, ckpt: Path, resume: Path | bool | No
         tokenizer.model_max_length = min(tokenizer.model_max_length, max_len)
         rows = tokenize_examples(tokenizer, task.sft_examples(cfg.num_examples, cfg.seed), max_len)
         device = resolve_device(cfg.device)
+        # 3% warm-up, rounded down: the Trainer rounds a ratio up, so a run of a few steps would spend its
+        # first step at learning rate 0 (and a one-step run would not learn at all).
+        steps = math.ceil(math.ceil(len(rows) / cfg.batch_size) * cfg.epochs)
         args = TrainingArguments(
             output_dir=str(ckpt), per_device_train_batch_size=cfg.batch_size,
             num_train_epochs=cfg.epochs, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
-            lr_scheduler_type="cosine", warmup_steps=0.03, logging_steps=50,
+            lr_scheduler_type="cosine", warmup_steps=int(0.03 * steps), logging_steps=50,
             save_strategy="steps" if cfg.save_steps > 0 else "no", save_steps=max(cfg.save_steps, 1),
             save_total_limit=2,
             report_to=[], seed=cfg.seed, data_seed=cfg.seed, bf16=cfg.bf16, use_cpu=device.type == "cpu",
@@ -185,9 +208,11 @@ def _train(cfg: SFTConfig, task, out: Path, ckpt: Path, resume: Path | bool | No
                              data_collator=_Collator(tokenizer.pad_token_id), callbacks=[progress_callback("sft")])
         result = trainer.train(resume_from_checkpoint=str(resume) if isinstance(resume, Path) else resume)
         model = trainer.model
+        state_dict = full_state_dict(trainer)  # sharded runs (FSDP, ZeRO-3): gathered, every rank takes part
+        if cfg.lora:  # merged after the gather, from whole weights (as train-rm does)
+            model, state_dict = merged_lora_model(model, state_dict), None
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.eos_token_id = tokenizer.eos_token_id
-        state_dict = full_state_dict(trainer)  # sharded runs (FSDP, ZeRO-3): gathered, every rank takes part
         weights = model.parameters() if state_dict is None else state_dict.values()  # a shard holds a part
         summary = {"train_loss": result.training_loss, "examples": len(rows),
                    "params": sum(p.numel() for p in weights), "seconds": time.time() - started}
