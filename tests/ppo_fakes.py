@@ -53,7 +53,7 @@ class TableRewardModel:
         self.eos_only = eos_only
         self.calls = 0
 
-    def score_responses(self, prompt_ids, response_ids, tokenizer=None) -> FakeRewardOutput:
+    def score_responses(self, prompt_ids, response_ids, tokenizer=None, prompts=None) -> FakeRewardOutput:
         self.calls += 1
         T = max(map(len, response_ids))
         r = torch.zeros(len(response_ids), T)

@@ -161,7 +161,7 @@ class NaNOnCall(TableRewardModel):
         super().__init__(vocab_size)
         self.bad_call = bad_call
 
-    def score_responses(self, prompt_ids, response_ids, tokenizer=None):
+    def score_responses(self, prompt_ids, response_ids, tokenizer=None, prompts=None):
         out = super().score_responses(prompt_ids, response_ids, tokenizer)
         if self.calls == self.bad_call:
             out.token_rewards[0, 0] = float("nan")

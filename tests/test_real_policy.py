@@ -97,3 +97,17 @@ def test_prompts_reach_the_policy_through_its_chat_template(stages):
     text = tok.decode(encode_prompt(tok, "List 3 fruits."))
     assert text.startswith("<|im_start|>") and text.endswith("<|im_start|>assistant\n")
     assert "List 3 fruits." in text and tok.pad_token == "<|endoftext|>" and len(tok) == 49152
+
+
+def test_rewards_see_the_task_prompt_not_the_chat_template(stages):
+    """PPO's prompt ids hold SmolLM2's chat template; the reward gets the task's own prompt text beside them."""
+    from fgalign.models.policy import load_tokenizer
+    from fgalign.rl.oracle_reward import TaskRewardModel
+    from fgalign.tasks import load_task
+
+    tok, task = load_tokenizer(stages["tmp"] / "sft"), load_task("default")
+    prompt, answer = task.prompts("test", 1, 0)[0], " apple, pear."
+    response = tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    out = TaskRewardModel(task, level="sequence").score_responses([encode_prompt(tok, prompt)], [response], tok,
+                                                                  prompts=[prompt])
+    assert float(out.sequence_score[0]) == task.score(prompt, answer)

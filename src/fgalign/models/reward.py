@@ -229,7 +229,7 @@ class RewardModel(torch.nn.Module):
         return self.score_ids(prompt_ids, response_ids, micro_batch, advance)
 
     def score_responses(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
-                        tokenizer: Any, micro_batch: int = 32) -> RewardOutput:
+                        tokenizer: Any, micro_batch: int = 32, prompts: Sequence[str] | None = None) -> RewardOutput:
         """Score the caller's (policy's) responses, rewards placed on the caller's response tokens.
 
         `response_ids` include the final EOS if one was generated. Tensors come back on the CPU (the model
@@ -243,12 +243,16 @@ class RewardModel(torch.nn.Module):
         token. Prefix scores S_t are the RM's prefix score after the last RM token so placed at or before
         t (so S at the caller's last token is the RM's final score). `sequence_score` is the RM's own
         (mean over its tokens for a token RM).
+
+        `prompts`: the prompts' texts as the task or dataset gave them. With a different vocabulary the RM
+        encodes these (through its own chat template, if any) rather than the caller's decoded prompt ids, which
+        hold the policy's chat template as text ("system\nYou are ...user\n...") the RM never saw in training.
         """
         if self._shares_vocab(tokenizer):
             return self.score_ids(prompt_ids, response_ids, micro_batch)
         texts, rm_prompts, rm_responses, rm_ends, rm_zero = [], [], [], [], []
-        for p, r in zip(prompt_ids, response_ids):
-            prompt = tokenizer.decode(list(p), skip_special_tokens=True)
+        for i, (p, r) in enumerate(zip(prompt_ids, response_ids)):
+            prompt = prompts[i] if prompts is not None else tokenizer.decode(list(p), skip_special_tokens=True)
             has_eos = len(r) > 0 and r[-1] == tokenizer.eos_token_id
             text = tokenizer.decode(list(r), skip_special_tokens=True)
             ids, spans = token_spans(self.tokenizer, text)

@@ -59,8 +59,24 @@ class PipelineConfig:
     config's editor."""
 
 
+BF16_KEYS = ("bf16", "rm_bf16")
+
+
+def resolve_auto_bf16(raw: Any, native: bool) -> Any:
+    """`bf16: auto` (and `rm_bf16: auto`) anywhere in a pipeline config: bf16 where the hardware runs it natively,
+    fp32 elsewhere, so one config file suits machines with and without avx512_bf16."""
+    if isinstance(raw, dict):
+        return {k: native if k in BF16_KEYS and v == "auto" else resolve_auto_bf16(v, native) for k, v in raw.items()}
+    return raw
+
+
 def build_configs(raw: dict, run: Path, path: str) -> dict[str, Any]:
     """Stage configs from the YAML dict, each checked for unknown keys."""
+    import torch
+
+    from fgalign.models.precision import native_bf16
+
+    raw = resolve_auto_bf16(raw, native_bf16("cuda" if torch.cuda.is_available() else "cpu"))
     task = raw.get("task", "default")
     known = {"task", "seeds", "sft", "sample", "heldout", "edit", "rm", "rms", "ppo", "eval", "methods", "kl_targets",
              "best_of_n"}
@@ -80,11 +96,13 @@ def build_configs(raw: dict, run: Path, path: str) -> dict[str, Any]:
     cfgs["edit_heldout"] = dataclasses.replace(cfgs["edit"], data=str(run / "heldout_pairs.jsonl"),
                                                out=str(run / "heldout_edits.jsonl"))
     cfgs["rm_common"] = raw.get("rm", {})
-    cfgs["rms"] = {**DEFAULT_RMS, **raw.get("rms", {})}
+    cfgs["rms"] = {name: spec for name, spec in {**DEFAULT_RMS, **(raw.get("rms") or {})}.items()
+                   if spec is not None}  # null: not trained (no method of this config uses it)
     cfgs["ppo"] = with_new_names(PPOConfig, raw.get("ppo", {}), "ppo", path)  # merged into every method: renamed here
     cfgs["eval"] = {"n_valid": 200, "n_test": 400, "judge": "task", **raw.get("eval", {})}
+    # A method given as null (`ppo-seq-edit: null`) is left out of this config's comparison.
     cfgs["methods"] = {name: with_new_names(PPOConfig, spec, f"methods.{name}", path)
-                       for name, spec in {**DEFAULT_METHODS, **(raw.get("methods") or {})}.items()}
+                       for name, spec in {**DEFAULT_METHODS, **(raw.get("methods") or {})}.items() if spec is not None}
     # Optional: each reward model's best-of-n ceiling on test prompts, with PPO's sampling (its `rms` are the
     # methods' reward models, filled in once the methods of this run are known).
     cfgs["best_of_n"] = None if raw.get("best_of_n") is None else from_dict(

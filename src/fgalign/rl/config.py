@@ -113,6 +113,9 @@ class PPOConfig(UpdateSettings, PPORewardSettings, PPOPaths):
     """Also log the task's own score of the sampled responses (the oracle, in the built-in worlds)."""
     seed: int = 0
     """Seed; process r uses seed + r."""
+    bf16: bool = False
+    """Train and score the policy in bf16 mixed precision (autocast over fp32 weights; only where the device has
+    native bf16). On a 135M model on 2 CPU cores it makes the update ~1.8x faster (README "On a real model")."""
     rm_bf16: bool = False
     """Score rollouts with the RM under bf16 autocast (only where the device has native bf16)."""
     device: str = "auto"

@@ -50,12 +50,13 @@ class TaskRewardModel:
 
     @torch.no_grad()
     def score_responses(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
-                        tokenizer: Any, micro_batch: int = 32) -> RewardOutput:
+                        tokenizer: Any, micro_batch: int = 32, prompts: Sequence[str] | None = None) -> RewardOutput:
+        """The oracle's rewards; `prompts` (the task's texts) spare decoding a chat-templated prompt."""
         B, T = len(response_ids), max(len(r) for r in response_ids)
         token_rewards, prefix = torch.zeros(B, T), torch.zeros(B, T)
         scores = torch.zeros(B)
         for b, (p, r) in enumerate(zip(prompt_ids, response_ids)):
-            prompt = tokenizer.decode(list(p), skip_special_tokens=True)
+            prompt = prompts[b] if prompts is not None else tokenizer.decode(list(p), skip_special_tokens=True)
             text = tokenizer.decode(list(r), skip_special_tokens=True)
             scores[b] = float(self.task.score(prompt, text))
             if self.level == "token":

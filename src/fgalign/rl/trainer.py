@@ -17,6 +17,7 @@ import torch
 
 from fgalign.data.tokenize import encode_prompt
 from fgalign.errors import InputError, require_int
+from fgalign.models.precision import check_bf16
 from fgalign.models.policy import load_causal_lm, load_tokenizer, resolve_device
 from fgalign.models.reward import load_reward_model
 from fgalign.models.value import ValueModel
@@ -118,7 +119,7 @@ class _Run:
     kl_ctl: Any
     vllm: Any
     pool: list  # encoded training prompts
-    pool_text: list | None  # their texts, when the task's own score is logged
+    pool_text: list  # their texts: what the RM scores (a chat template's text is the policy's business)
     sampling: SamplingConfig
     pad_id: int
     log: MetricsLog
@@ -165,7 +166,10 @@ def _set_up(cfg: PPOConfig, reward_model, task, engines: list) -> _Run:
         check_run_dir(out, cfg.resume, cfg.overwrite)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    accelerator = Accelerator(cpu=resolve_device(cfg.device).type == "cpu")
+    device = resolve_device(cfg.device)
+    check_bf16(cfg.bf16, device)
+    # Without --bf16 accelerate's own setting (ACCELERATE_MIXED_PRECISION, `accelerate launch`) still applies.
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if cfg.bf16 else None)
     seed_everything(cfg.seed + accelerator.process_index)
 
     tokenizer = load_tokenizer(cfg.policy)
@@ -231,7 +235,7 @@ def _set_up(cfg: PPOConfig, reward_model, task, engines: list) -> _Run:
     if vllm is not None:
         vllm.load_weights(raw_policy)  # a resumed run continues from its checkpoint's weights
     return _Run(cfg, out, accelerator, tokenizer, task, reward_model, policy, value, raw_policy, raw_value, ref_model,
-                optimizers, kl_ctl, vllm, pool, prompts if cfg.log_task_score else None, sampling,
+                optimizers, kl_ctl, vllm, pool, prompts, sampling,
                 pad_id, log, start, latest_checkpoint(out) if cfg.resume else None)
 
 
@@ -253,7 +257,8 @@ def _iteration(run: _Run, it: int) -> dict:
                                                           run.sampling)
                ).to(accelerator.device)
     t1 = time.perf_counter()
-    rm_out = run.reward_model.score_responses(rollout.prompt_lists(), rollout.response_lists(), tokenizer)
+    rm_out = run.reward_model.score_responses(rollout.prompt_lists(), rollout.response_lists(), tokenizer,
+                                              prompts=[run.pool_text[i] for i in idx])
     try:
         # cfg is a PPORewardSettings and an UpdateSettings (PPOConfig inherits both).
         exp = make_experience(rollout, rm_out, run.raw_policy, run.ref_model, run.raw_value, beta=run.kl_ctl.beta,
@@ -270,7 +275,7 @@ def _iteration(run: _Run, it: int) -> dict:
     if run.vllm is not None:
         run.vllm.load_weights(run.raw_policy)  # the next rollouts come from the updated policy
     stats.update(experience_stats(exp))
-    if run.pool_text is not None:
+    if cfg.log_task_score:
         texts = tokenizer.batch_decode(rollout.response_lists(), skip_special_tokens=True)
         stats["task_score"] = sum(run.task.score(run.pool_text[i], s) for i, s in zip(idx, texts)) / len(idx)
     # Averaged over ranks: every rank logs the same numbers and its KL controller sets the same β.

@@ -22,6 +22,7 @@ from fgalign.data.tokenize import encode_pair
 from fgalign.errors import InputError
 from fgalign.models.policy import (TinyModelConfig, build_tiny_causal_lm, check_tiny_config, load_causal_lm,
                                    load_tokenizer, resolve_device)
+from fgalign.models.precision import check_bf16
 from fgalign.rl.update import TrainingDiverged
 from fgalign.runinfo import atomic_path, save_run_config, seed_everything
 from fgalign.train.guard import (EpochSeededSampler, FiniteGuard, diverged_message, prepare_checkpoints,
@@ -62,7 +63,7 @@ class SFTConfig:
     device: str = "auto"
     """"auto" (CUDA when available), "cpu" or "cuda"."""
     bf16: bool = False
-    """Train in bf16 mixed precision (faster on recent CPUs and GPUs)."""
+    """Train in bf16 mixed precision (autocast over fp32 weights); refused where the device would emulate it."""
     lora: bool = False
     """Train LoRA adapters (peft) on every linear layer of `model` instead of all its weights; merged into the
     weights before saving, so OUT is a plain model (a pretrained model keeps what it knows; 2 cores can afford it)."""
@@ -193,6 +194,7 @@ def _train(cfg: SFTConfig, task, out: Path, ckpt: Path, resume: Path | bool | No
         tokenizer.model_max_length = min(tokenizer.model_max_length, max_len)
         rows = tokenize_examples(tokenizer, task.sft_examples(cfg.num_examples, cfg.seed), max_len)
         device = resolve_device(cfg.device)
+        check_bf16(cfg.bf16, device)
         # 3% warm-up, rounded down: the Trainer rounds a ratio up, so a run of a few steps would spend its
         # first step at learning rate 0 (and a one-step run would not learn at all).
         steps = math.ceil(math.ceil(len(rows) / cfg.batch_size) * cfg.epochs)
