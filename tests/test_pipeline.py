@@ -39,7 +39,10 @@ def test_micro_pipeline_end_to_end(tmp_path, capsys):
     bon = results["best_of_n"]["curves"]
     assert list(bon)[0] == "oracle (task score)" and [p["n"] for p in bon["oracle (task score)"]] == [1, 2, 4]
     assert {f"{run / rm} ({kind})" for rm, kind in (("rm-token", "token sum"), ("rm-seq", "sequence"))} <= set(bon)
+    peaks = results["stage_peak_rss_gib"]
+    assert set(peaks) == set(results["stage_seconds"]) and all(0.05 < gib < 24 for gib in peaks.values())
     report = (run / "report.md").read_text()
+    assert "| sft |" in report and "peak RSS (GiB)" in report
     assert "Best-of-n: each reward model's ceiling" in report
     assert "| ppo-token |" in report and "winrate_vs_iteration.png" in report
     assert "Win rate–KL frontier" in report and "LC win rate" in report
@@ -62,3 +65,19 @@ def test_bad_config_names_the_key(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "sft.n_exampels" in err and "unknown option" in err and str(cfg) in err
     assert not (tmp_path / "run").exists()  # refused input writes nothing, not even an empty run folder
+
+
+def test_peak_rss_sees_a_stage_peak_that_is_gone_after_it():
+    import time
+
+    from fgalign.runinfo import peak_rss
+
+    with peak_rss(interval=0.01) as before:
+        pass
+    with peak_rss(interval=0.01) as peak:
+        block = bytearray(512 * 2**20)  # 0.5 GiB, touched page by page
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        time.sleep(0.3)  # the polling thread reads it while it is held
+        del block
+    assert peak["gib"] > before["gib"] + 0.4

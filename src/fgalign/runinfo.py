@@ -182,3 +182,38 @@ def use_tf32() -> bool:
     torch.backends.cuda.matmul.fp32_precision = "tf32"
     torch.backends.cudnn.conv.fp32_precision = "tf32"
     return True
+
+
+@contextlib.contextmanager
+def peak_rss(interval: float = 0.2) -> Iterator[dict]:
+    """Track this process's peak resident memory while inside: yields a dict whose "gib" holds it after.
+
+    `ru_maxrss` only ever grows, so a stage after a bigger one could not show its own peak; a thread reads
+    /proc/self/statm every `interval` seconds instead (Linux; elsewhere ru_maxrss, the peak so far)."""
+    import resource
+    import threading
+
+    result: dict = {"gib": 0.0}
+    page = os.sysconf("SC_PAGE_SIZE")
+    stop = threading.Event()
+
+    def current() -> float:
+        try:
+            return int(Path("/proc/self/statm").read_text().split()[1]) * page / 2**30
+        except (OSError, IndexError, ValueError):
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+    def poll() -> None:
+        while True:
+            result["gib"] = max(result["gib"], current())
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=poll, name="fgalign-peak-rss", daemon=True)
+    thread.start()
+    try:
+        yield result
+    finally:
+        stop.set()
+        thread.join()
+        result["gib"] = round(max(result["gib"], current()), 2)

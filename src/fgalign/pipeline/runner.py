@@ -29,7 +29,7 @@ from fgalign.report.summary import results_table, write_report
 from fgalign.rl.checkpoint import latest_checkpoint
 from fgalign.rl.metrics_log import LOG_FILE
 from fgalign.rl.trainer import train_ppo
-from fgalign.runinfo import library_versions, write_json
+from fgalign.runinfo import library_versions, peak_rss, write_json
 from fgalign.sampling.rollout import SamplingConfig
 from fgalign.sampling.vllm import vllm_problem
 from fgalign.tasks import load_task
@@ -42,7 +42,7 @@ class Stages:
     """Runs named stages, skipping those whose output exists and naming the one that fails."""
 
     def __init__(self, run_dir: Path, overwrite: bool):
-        self.run_dir, self.overwrite, self.times = run_dir, overwrite, {}
+        self.run_dir, self.overwrite, self.times, self.peaks = run_dir, overwrite, {}, {}
 
     def __call__(self, name: str, output: Path, fn: Callable[[], Any]) -> bool:
         if output.exists() and not self.overwrite:
@@ -53,13 +53,14 @@ class Stages:
         print(f"[pipeline] {name} ...")
         started = time.time()
         try:
-            fn()
+            with peak_rss() as peak:
+                fn()
         except InputError as e:
             raise InputError(f"stage '{name}' failed: {e}") from None
         except Exception as e:
             raise RuntimeError(f"pipeline stage '{name}' failed ({type(e).__name__}: {e}); "
                                f"earlier outputs in {self.run_dir} are intact, rerun to continue") from e
-        self.times[name] = round(time.time() - started, 1)
+        self.times[name], self.peaks[name] = round(time.time() - started, 1), peak["gib"]
         return True
 
 
@@ -193,13 +194,14 @@ def run(cfg: PipelineConfig) -> dict:
             t0 = time.time()
             print(f"[pipeline] {label} ...")
             try:
-                per_seed[seed] = run_ppo_method(planned, cfgs, evaluators, cfg.overwrite)
+                with peak_rss() as peak:
+                    per_seed[seed] = run_ppo_method(planned, cfgs, evaluators, cfg.overwrite)
             except InputError:
                 raise
             except Exception as e:
                 raise RuntimeError(f"pipeline stage '{label}' failed ({type(e).__name__}: {e}); "
                                    f"earlier outputs are intact, rerun to continue") from e
-            stage.times[label] = round(time.time() - t0, 1)
+            stage.times[label], stage.peaks[label] = round(time.time() - t0, 1), peak["gib"]
         return aggregate(per_seed)
 
     for name in methods:
@@ -215,7 +217,7 @@ def run(cfg: PipelineConfig) -> dict:
                                "kl": agg["kl"], "length": agg["length"]})
             results["frontier"][name] = points
 
-    results.update(stage_seconds=stage.times, total_seconds=round(time.time() - started, 1),
+    results.update(stage_seconds=stage.times, stage_peak_rss_gib=stage.peaks, total_seconds=round(time.time() - started, 1),
                    versions=library_versions(), config=raw, command=f"fgalign pipeline --config {cfg.config} --out {cfg.out}")
     write_json(run_dir / "results.json", results)
     report = write_report(run_dir, results, cfgs)

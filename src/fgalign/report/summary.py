@@ -294,8 +294,9 @@ def write_report(run_dir: Path, results: dict, cfgs: dict | None = None) -> Path
         parts.append(f"Token heatmaps before/after PPO: [heatmaps.html](heatmaps.html)")
     parts += ["## Reproduce", f"```\n{results['command']}\n```", "Config:",
               f"```yaml\n{(run_dir / 'pipeline_config.yaml').read_text()}```",
-              "## Wall time per stage (s)", "| stage | seconds |\n|---|---|\n" +
-              "\n".join(f"| {k} | {v} |" for k, v in results["stage_seconds"].items()),
+              "## Wall time and peak memory per stage", "| stage | seconds | peak RSS (GiB) |\n|---|---|---|\n" +
+              "\n".join(f"| {k} | {v} | {results.get('stage_peak_rss_gib', {}).get(k, '—')} |"
+                        for k, v in results["stage_seconds"].items()),
               "## Library versions", "```\n" + json.dumps(results["versions"], indent=1) + "\n```"]
     path = run_dir / "report.md"
     path.write_text("\n\n".join(parts) + "\n")
