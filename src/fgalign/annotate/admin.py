@@ -49,8 +49,27 @@ def read_pairs(path: str) -> list[dict]:
     return rows
 
 
+def stored_tokenizer_path(spec: str | None) -> str:
+    """What the database keeps to reload the tokenizer at `serve`: an absolute path, or a `pkg:` spec as given
+    (it names an installed package, wherever the server runs)."""
+    if not spec:
+        return ""
+    return spec if spec.startswith("pkg:") else str(Path(spec).resolve())
+
+
 def max_length_of(tokenizer_dir: str, tokenizer: Any) -> int | None:
     """The reward model's limit as train-rm finds it: the model config's positions, else the tokenizer's."""
+    from fgalign.data.locations import resolve_model
+
+    if tokenizer_dir.startswith("pkg:") or tokenizer_dir.lower().endswith(".gguf"):
+        source = resolve_model(tokenizer_dir, "tokenizer", weights=False)
+        if source.is_gguf:  # a GGUF file holds its config; there is no config.json beside it
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(str(source.directory), gguf_file=source.gguf_file)
+            positions = getattr(config, "max_position_embeddings", None)
+            return positions if isinstance(positions, int) else None
+        tokenizer_dir = str(source.directory)
     config = Path(tokenizer_dir) / "config.json"
     if config.is_file():
         with open(config) as f:
@@ -118,7 +137,7 @@ def init(cfg: InitConfig) -> dict:
          "pairs where chosen equals rejected (nothing to prefer; an edit of it teaches nothing)")
     warn([r["source"] for r in rows if not r["rejected"].strip()],
          "pairs with an empty rejected response (nothing to edit: annotators can only rewrite it)")
-    tokenizer_dir = str(Path(cfg.tokenizer).resolve()) if cfg.tokenizer else ""
+    tokenizer_dir = stored_tokenizer_path(cfg.tokenizer)
     tokenizer = load_tokenizer(tokenizer_dir)  # refuse a bad tokenizer now, not when the server starts
     long_rows: list[tuple[int, int]] = []
     limit = None

@@ -26,14 +26,15 @@ class InitConfig:
     overlap: int = 1
     """How many distinct annotators edit each pair (2+ gives agreement numbers in `stats`)."""
     tokenizer: str | None = None
-    """Tokenizer (or model) directory of the reward model: the page then shows its token labels; without
-    it, labels are shown per word."""
+    """Tokenizer (or model) of the reward model — a directory, a .gguf file or pkg:PACKAGE/PATH: the page then
+    shows its token labels; without it, labels are shown per word."""
     label_mode: LabelMode = DEFAULT_LABEL_MODE
     """How train-rm will label (its --label-mode): the page shows the same labels. chars marks a replaced
     word whole (what the shipped configs train with)."""
     max_length: int | None = None
     """The reward model's limit in tokens (prompt + response): items longer than it are reported (train-rm
-    would leave them out). Default: the model's config.json next to --tokenizer, else the tokenizer's own."""
+    would leave them out). Default: the model's config (config.json next to --tokenizer, or the GGUF file's), else the
+    tokenizer's own."""
     drop_too_long: bool = False
     """Leave out the items longer than the limit instead of only reporting them."""
     guidelines: str | None = None

@@ -34,7 +34,8 @@ class LabelConfig:
     data: str
     """EDITS file (JSONL/JSON/parquet/save_to_disk) with prompt, chosen, rejected and edited."""
     tokenizer: str
-    """A Hugging Face tokenizer directory, or a model directory that holds one (must be a fast tokenizer)."""
+    """A Hugging Face tokenizer directory, a model directory that holds one, a .gguf file or pkg:PACKAGE/PATH
+    (must be a fast tokenizer)."""
     out: str
     """LABELS JSONL to write: each record plus rejected_ids/labels and edited_ids/labels."""
     label_mode: LabelMode = DEFAULT_LABEL_MODE
@@ -50,14 +51,18 @@ class LabelConfig:
 
 
 def load_any_tokenizer(path: str) -> Any:
-    """A fast tokenizer from a local directory, policy's or reward model's (EOS not required: BERT ends with
-    [SEP]); never with remote code."""
+    """A fast tokenizer from a local directory, a `.gguf` file or `pkg:PACKAGE/PATH` (as every model path),
+    policy's or reward model's (EOS not required: BERT ends with [SEP]); never with remote code."""
     from transformers import AutoTokenizer
 
-    if not Path(path).is_dir():
-        raise InputError("expected a tokenizer or model directory", path=path, field="tokenizer")
+    from fgalign.data.locations import resolve_model, tokenizer_kwargs
+
+    if not str(path).startswith("pkg:") and not str(path).lower().endswith(".gguf") and not Path(path).is_dir():
+        raise InputError("expected a tokenizer or model directory (or a .gguf file, or pkg:PACKAGE/PATH)",
+                         path=path, field="tokenizer")
+    source = resolve_model(path, "tokenizer", option="tokenizer", weights=False)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(str(source.directory), **tokenizer_kwargs(source))
     except Exception as e:  # noqa: BLE001 - a broken user directory
         raise InputError(f"cannot load a tokenizer: {e}", path=path, field="tokenizer") from None
     if not tokenizer.is_fast:
