@@ -128,5 +128,5 @@ def test_yaml_pipeline_configs_name_installed_backbones():
     for path in (Path(__file__).parent.parent / "configs").glob("*.yaml"):
         raw = yaml.safe_load(path.read_text()) or {}
         for name, spec in (raw.get("rms") or {}).items():
-            if "model" in spec:
+            if spec and "model" in spec:  # null drops an RM from a config
                 resolve_model(spec["model"])  # raises InputError when it cannot be found
