@@ -280,3 +280,20 @@ def test_critic_free_run_trains_no_value_model_and_resumes(policy_dir, tmp_path)
     with pytest.raises(InputError, match="gae needs a learned critic"):
         train_ppo(_cfg(policy_dir, tmp_path / "gae", value_init="none"), reward_model=TableRewardModel(300),
                   task=FakeTask())
+
+
+def test_bf16_ppo_runs_where_native_and_is_refused_where_emulated(policy_dir, tmp_path, monkeypatch):
+    """--bf16: sampling, scoring and the update under bf16 autocast (the weights stay fp32); refused in one line on
+    a CPU that would emulate it."""
+    from fgalign.models import precision
+
+    if precision.cpu_has_native_bf16():
+        result = train_ppo(_cfg(policy_dir, tmp_path / "bf16", iterations=1, bf16=True),
+                           reward_model=TableRewardModel(300), task=FakeTask())
+        log = result["history"][-1]
+        assert all(math.isfinite(log[k]) for k in ("policy_loss", "value_loss", "approx_kl", "kl_k1"))
+        assert next(load_causal_lm(tmp_path / "bf16").parameters()).dtype == torch.float32
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(InputError, match="no native bf16"):
+        train_ppo(_cfg(policy_dir, tmp_path / "refused", iterations=1, bf16=True, device="cpu"),
+                  reward_model=TableRewardModel(300), task=FakeTask())

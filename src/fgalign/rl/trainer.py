@@ -251,11 +251,14 @@ def _iteration(run: _Run, it: int) -> dict:
     group_ids = torch.arange(len(idx)) // cfg.group_size  # (B,)
     t0 = time.perf_counter()
     batch_prompts = [run.pool[i] for i in idx]
-    rollout = (generate(run.raw_policy, batch_prompts, tokenizer.eos_token_id, run.pad_id, run.sampling,
-                        cfg.micro_batch)
-               if run.vllm is None else run.vllm.generate(batch_prompts, tokenizer.eos_token_id, run.pad_id,
-                                                          run.sampling)
-               ).to(accelerator.device)
+    # Under mixed precision the policy samples in it too, as π_old then scores it (bf16 on a 2-core CPU: 1.9x
+    # faster per generated token on SmolLM2-135M).
+    with accelerator.autocast():
+        rollout = (generate(run.raw_policy, batch_prompts, tokenizer.eos_token_id, run.pad_id, run.sampling,
+                            cfg.micro_batch)
+                   if run.vllm is None else run.vllm.generate(batch_prompts, tokenizer.eos_token_id, run.pad_id,
+                                                              run.sampling)
+                   ).to(accelerator.device)
     t1 = time.perf_counter()
     rm_out = run.reward_model.score_responses(rollout.prompt_lists(), rollout.response_lists(), tokenizer,
                                               prompts=[run.pool_text[i] for i in idx])
