@@ -293,6 +293,12 @@ def test_bf16_ppo_runs_where_native_and_is_refused_where_emulated(policy_dir, tm
         log = result["history"][-1]
         assert all(math.isfinite(log[k]) for k in ("policy_loss", "value_loss", "approx_kl", "kl_k1"))
         assert next(load_causal_lm(tmp_path / "bf16").parameters()).dtype == torch.float32
+        # The next run in this process asks for fp32 and gets it (accelerate's one state per process is reset).
+        from accelerate.state import AcceleratorState
+
+        train_ppo(_cfg(policy_dir, tmp_path / "fp32", iterations=1), reward_model=TableRewardModel(300),
+                  task=FakeTask())
+        assert AcceleratorState().mixed_precision == "no"
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     with pytest.raises(InputError, match="no native bf16"):
         train_ppo(_cfg(policy_dir, tmp_path / "refused", iterations=1, bf16=True, device="cpu"),

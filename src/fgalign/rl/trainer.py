@@ -90,6 +90,21 @@ def _build_models(cfg: PPOConfig, tokenizer):
     return policy, ref_model, value
 
 
+def mixed_precision(bf16: bool) -> str:
+    """The precision this run asks accelerate for: bf16 with --bf16, else accelerate's own setting
+    (ACCELERATE_MIXED_PRECISION, set by `accelerate launch`).
+
+    accelerate keeps one state per process and refuses another precision once it is set, while a pipeline runs
+    every stage in one process: a state an earlier stage left with another precision is dropped first (the
+    process group, PartialState, is kept), or a fp32 run after a bf16 one would silently run in bf16."""
+    from accelerate.state import AcceleratorState
+
+    wanted = "bf16" if bf16 else os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if AcceleratorState._shared_state.get("_mixed_precision", wanted) != wanted:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return wanted
+
+
 def train_ppo(cfg: PPOConfig, eval_fn: Callable | None = None, *, reward_model=None, task=None) -> dict:
     """Train; returns {"out", "history", "evals", "final"}. `reward_model`/`task` objects override cfg.rm/cfg.task."""
     engines: list = []  # the vLLM engine of this run: shut down however the run ends (a pipeline makes ~10 runs)
@@ -168,8 +183,7 @@ def _set_up(cfg: PPOConfig, reward_model, task, engines: list) -> _Run:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     check_bf16(cfg.bf16, device)
-    # Without --bf16 accelerate's own setting (ACCELERATE_MIXED_PRECISION, `accelerate launch`) still applies.
-    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if cfg.bf16 else None)
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=mixed_precision(cfg.bf16))
     seed_everything(cfg.seed + accelerator.process_index)
 
     tokenizer = load_tokenizer(cfg.policy)
