@@ -25,7 +25,7 @@ vocab 512) as policy, reference, value and RM backbone, no LoRA, 4 epochs x 4 mi
 Pinned on the TRL side (its defaults differ): bf16 off unless `--bf16` (TRL defaults to True: emulated and slow
 on a CPU without native bf16), gradient_checkpointing=False. TRL masks every position whose id equals the pad
 id, so with SmolLM2 (pad == EOS == <|im_end|>, which the chat template puts inside every prompt) its pad is set
-to a token that occurs in no prompt (<|endoftext|>); fgalign's masks are explicit (it pads with EOS).
+to a token that occurs in no prompt (<|endoftext|>, which fgalign pads with too; its masks are explicit).
 
 Differences that stay, by design (each side's effective settings are read back from its own objects and printed):
 TRL keeps one AdamW over LoRA + value weights and does not clip gradients; fgalign keeps two AdamWs and clips
@@ -33,7 +33,8 @@ each model's gradient norm to 1 (more work on fgalign's side). TRL takes π_old 
 (3 scoring forwards: reference, value, RM); fgalign recomputes π_old with a forward pass (4). fgalign computes
 the LM head on response positions only, TRL on every position. With 2 or more threads fgalign runs the policy's
 and the value model's passes side by side, one thread each (`fgalign.models.side_by_side`); TRL runs them one
-after the other on all threads. The value heads start differently (fgalign at zero, TRL random).
+after the other on all threads. The value heads start differently (fgalign at zero, TRL random). Under `--bf16`
+TRL autocasts only its update: its scoring forwards call the models past the accelerate-prepared wrapper.
 
 Timing: an iteration is timed from one iteration's end to the next (so the first is warm-up), wall clock,
 everything included (generation, scoring, update); a run's figure is the median of its timed iterations. Each
