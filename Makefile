@@ -40,8 +40,8 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/fgalign pipeline --config configs/demo.yaml --out runs/demo
 
-# PPO iteration time beside TRL 1.12's PPOTrainer on SmolLM2-135M-Instruct with LoRA, identical settings (about 8 min
-# on 2 quiet cores; `ratio:` last). TRL goes into its own venv, benchmarks/.venv-trl, which the script creates when
+# PPO iteration time beside TRL 1.12's PPOTrainer on SmolLM2-135M-Instruct with LoRA, identical settings (6.5 min on
+# 2 quiet cores; `ratio:` last). TRL goes into its own venv, benchmarks/.venv-trl, which the script creates when
 # missing (one pip command, torch and transformers pinned to .venv's). Never part of `make test`.
 bench-ppo-trl: $(STAMP)
 	$(BIN)/python benchmarks/ppo_vs_trl.py $(ARGS)
