@@ -58,6 +58,38 @@ def _curves(results: dict, key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]
     return out
 
 
+def iterations_table(results: dict, baseline: str = "ppo-seq") -> str | None:
+    """How fast each method gets where the baseline ends: the first validation point at which its win rate
+    (mean over seeds) reaches the baseline's best, beside the iteration of that best. The paper's "reaches
+    the baseline in a fraction of the steps" claim, read from the validation curves (DESIGN §6)."""
+    curves = _valid_curves(results)
+    if baseline not in curves or len(curves) < 2:
+        return None
+    its, wins = curves[baseline]
+    target, at = float(np.max(wins)), int(its[int(np.argmax(wins))])
+    lines = [f"Baseline `{baseline}`: best validation win rate {target:.3f} at iteration {at}.", "",
+             "| method | best validation win rate | first iteration at ≥ the baseline's best | ratio to the baseline's |",
+             "|---|---|---|---|"]
+    for name, (its, wins) in curves.items():
+        reached = np.flatnonzero(wins >= target)
+        first = int(its[reached[0]]) if reached.size else None
+        lines.append(f"| {name} | {np.max(wins):.3f} | {'not reached' if first is None else first} | "
+                     f"{'–' if first is None else f'{first / at:.2f}'} |")
+    return "\n".join(lines)
+
+
+def _valid_curves(results: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per method: the validated iterations and the mean over seeds of the validation win rate there."""
+    out = {}
+    for name, agg in results["methods"].items():
+        runs = [s.get("valid_curve") or [] for s in agg["seeds"].values()]
+        n = min(map(len, runs))
+        if n:
+            out[name] = (np.array([p["iteration"] for p in runs[0][:n]]),
+                         np.array([[p["win_rate"] for p in r[:n]] for r in runs], dtype=float).mean(axis=0))
+    return out
+
+
 def plot_all(results: dict, run_dir: Path) -> list[str]:
     import matplotlib
 
@@ -287,6 +319,9 @@ def write_report(run_dir: Path, results: dict, cfgs: dict | None = None) -> Path
         plots = plots + [plot_best_of_n(results, run_dir)]
         parts += ["## Best-of-n: each reward model's ceiling (SFT samples, test prompts, oracle judge)",
                   best_of_n_table(results["best_of_n"])]
+    iterations = iterations_table(results)
+    if iterations:
+        parts += ["## Iterations to reach the baseline (validation prompts)", iterations]
     if mistakes:
         parts += ["## Mistakes left per response (test prompts, task diagnosis)", mistakes]
     parts += ["## Curves"] + [f"![{Path(p).stem}](plots/{Path(p).name})" for p in plots]
