@@ -101,7 +101,8 @@ def main() -> None:
         r = evaluate(model)
         row = {"epochs": epochs, "win_rate": r["win_rate"], "ci95": r["ci95"], "kl": r["kl_k1"],
                "oracle_score": r["policy"]["oracle_score"], "sft_oracle_score": r["reference"]["oracle_score"],
-               "mistakes": r["policy"]["mistakes"], "seconds": round(time.time() - t0, 1)}
+               "mistakes": r["policy"]["mistakes"], "sft_mistakes": r["reference"]["mistakes"],
+               "seconds": round(time.time() - t0, 1)}
         rows.append(row)
         print(f"epochs {epochs}: win {row['win_rate']:.3f} [{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}] "
               f"KL {row['kl']:.2f} oracle {row['oracle_score']:.2f} (SFT {row['sft_oracle_score']:.2f}) "
