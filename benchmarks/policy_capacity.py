@@ -92,7 +92,8 @@ def main() -> None:
     picks, pick_score = best_of_n_picks(sft, tokenizer, task, task.prompts("train", args.prompts, args.seed), args.n,
                                         sampling, args.seed)
     print(f"{len(picks)} picks, oracle score {pick_score:.2f} ({time.time() - started:.0f} s)", flush=True)
-    evaluate = build_evaluator(task, make_judge("task", task), sft, tokenizer, "test", args.test_prompts, 1234, sampling)
+    judge = make_judge("task", task)
+    evaluate = build_evaluator(task, judge, sft, tokenizer, "test", args.test_prompts, 1234, sampling)
     rows = []
     for epochs in args.epochs:
         t0 = time.time()

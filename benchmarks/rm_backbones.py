@@ -92,7 +92,7 @@ def best_of_n(run: Path, rm_dirs: list[Path], n: int, prompts: int, tag: str) ->
     out = run / "backbones" / f"best_of_n_{tag}.json"
     if out.exists():
         return json.loads(out.read_text())
-    return run_best_of_n(BestOfNConfig(policy=str(run / "sft"), rms=[str(d) for d in rm_dirs], n=n, prompts=prompts,
+    return run_best_of_n(BestOfNConfig(policy=str(run / "sft"), rms=[str(d) for d in rm_dirs], n=n, num_prompts=prompts,
                                        sampling=SamplingConfig(max_new_tokens=24), out=str(out), device="cpu"))
 
 

@@ -68,7 +68,8 @@ def iterations_table(results: dict, baseline: str = "ppo-seq") -> str | None:
     its, wins = curves[baseline]
     target, at = float(np.max(wins)), int(its[int(np.argmax(wins))])
     lines = [f"Baseline `{baseline}`: best validation win rate {target:.3f} at iteration {at}.", "",
-             "| method | best validation win rate | first iteration at ≥ the baseline's best | ratio to the baseline's |",
+             "| method | best validation win rate | first iteration at ≥ the baseline's best "
+             "| ratio to the baseline's |",
              "|---|---|---|---|"]
     for name, (its, wins) in curves.items():
         reached = np.flatnonzero(wins >= target)
