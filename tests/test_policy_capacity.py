@@ -1,4 +1,4 @@
-"""benchmarks/policy_capacity.py: best-of-n picks are the oracle's best, and distilling them fits them."""
+"""Benchmarks that diagnose a limit: policy_capacity (optimiser or policy?) and rm_count_probe (does an RM count?)."""
 import importlib.util
 import json
 import subprocess
@@ -45,3 +45,17 @@ def test_script_end_to_end(tiny_policy_dir, tmp_path):
                     "--out", str(out)], check=True, capture_output=True)
     result = json.loads((out / "results.json").read_text())
     assert result["rows"][0]["epochs"] == 1 and 0.0 <= result["rows"][0]["win_rate"] <= 1.0
+
+
+def test_count_probe_builds_the_three_answers_and_scores_them(tiny_policy_dir, tmp_path):
+    """benchmarks/rm_count_probe.py on an untrained token RM: N, N−1 and N+1 items, one of each per prompt."""
+    from fgalign.models.reward import build_reward_model
+
+    build_reward_model(tiny_policy_dir, "token", "mistake-bce").save(tmp_path / "rm")
+    spec = importlib.util.spec_from_file_location("rm_count_probe", ROOT / "benchmarks" / "rm_count_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    result = probe.probe(str(tmp_path / "rm"), prompts=12, seed=0)
+    assert {k: r["n"] for k, r in result.items()} == {"complete": 12, "one fewer": 12, "one more": 12}
+    for kind in ("one fewer", "one more"):
+        assert 0.0 <= result[kind]["auc_token_sum"] <= 1.0
