@@ -46,6 +46,7 @@ def test_micro_pipeline_end_to_end(tmp_path, capsys):
     assert "Best-of-n: each reward model's ceiling" in report
     assert "| ppo-token |" in report and "winrate_vs_iteration.png" in report
     assert "Win rate–KL frontier" in report and "LC win rate" in report
+    assert "Iterations to reach the baseline" in report and "| ppo-seq | " in report
     for png in ("winrate_vs_iteration", "winrate_vs_kl", "training_curves", "frontier", "diagnostics_ppo-token",
                 "best_of_n"):
         assert (run / "plots" / f"{png}.png").stat().st_size > 1000
