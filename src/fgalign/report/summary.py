@@ -46,15 +46,18 @@ def rm_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _curves(results: dict, key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per method: iterations and the mean over seeds of a history quantity."""
+def _curves(results: dict, key: str, series: str = "history") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per method: iterations and the mean over seeds of a quantity logged in each seed's `series` (the training
+    `history`, or the `valid_curve` of validation points); methods without that series are left out."""
     out = {}
     for name, agg in results["methods"].items():
-        runs = [s["history"] for s in agg["seeds"].values()]
+        runs = [s.get(series) or [] for s in agg["seeds"].values()]
         n = min(map(len, runs))
-        its = np.array([h["iteration"] for h in runs[0][:n]])
-        vals = np.array([[h.get(key) if h.get(key) is not None else np.nan for h in r[:n]] for r in runs], dtype=float)
-        out[name] = (its, np.nanmean(vals, axis=0))
+        if n:
+            its = np.array([h["iteration"] for h in runs[0][:n]])
+            vals = np.array([[h.get(key) if h.get(key) is not None else np.nan for h in r[:n]] for r in runs],
+                            dtype=float)
+            out[name] = (its, np.nanmean(vals, axis=0))
     return out
 
 
@@ -62,7 +65,7 @@ def iterations_table(results: dict, baseline: str = "ppo-seq") -> str | None:
     """How fast each method gets where the baseline ends: the first validation point at which its win rate
     (mean over seeds) reaches the baseline's best, beside the iteration of that best. The paper's "reaches
     the baseline in a fraction of the steps" claim, read from the validation curves (DESIGN §6)."""
-    curves = _valid_curves(results)
+    curves = _curves(results, "win_rate", "valid_curve")
     if baseline not in curves or len(curves) < 2:
         return None
     its, wins = curves[baseline]
@@ -77,18 +80,6 @@ def iterations_table(results: dict, baseline: str = "ppo-seq") -> str | None:
         lines.append(f"| {name} | {np.max(wins):.3f} | {'not reached' if first is None else first} | "
                      f"{'–' if first is None else f'{first / at:.2f}'} |")
     return "\n".join(lines)
-
-
-def _valid_curves(results: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per method: the validated iterations and the mean over seeds of the validation win rate there."""
-    out = {}
-    for name, agg in results["methods"].items():
-        runs = [s.get("valid_curve") or [] for s in agg["seeds"].values()]
-        n = min(map(len, runs))
-        if n:
-            out[name] = (np.array([p["iteration"] for p in runs[0][:n]]),
-                         np.array([[p["win_rate"] for p in r[:n]] for r in runs], dtype=float).mean(axis=0))
-    return out
 
 
 def plot_all(results: dict, run_dir: Path) -> list[str]:
