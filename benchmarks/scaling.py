@@ -63,10 +63,10 @@ def main() -> None:
     args = ap.parse_args()
     rows = [tuple(int(v) for v in r.split("x")) for r in args.rows.split(",")] if args.rows else ROWS
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import ppo_vs_trl as P
+    import ppo_vs_trl_trl as T
     import rm_throughput as R
 
-    P.ensure_trl_venv()
+    T.ensure_trl_venv()
     trl_rm = str(R.ensure_trl_venv(R.HERE / f".venv-trl-{R.TRL_VERSION}"))
     print(f"load average before: {os.getloadavg()[0]:.2f} (1 min), {args.threads} thread(s), {args.rounds} round(s)")
     t0 = time.time()
