@@ -120,7 +120,7 @@ def ppo_step(work: Path, n_layer: int, d: int, threads: int) -> dict:
     from fgalign.rl.update import make_experience, ppo_update
     from fgalign.sampling.hf import generate
     from fgalign.sampling.rollout import SamplingConfig
-    from ppo_vs_trl import build_models
+    from ppo_bench_models import build_models
 
     prompts = build_models(work, 64, n_layer, d)
     cfg = PPOConfig(policy=str(work / "policy"), rm=str(work / "rm"), out=str(work / "ppo"), reward="sequence",

