@@ -9,6 +9,7 @@ with the oracle ranking beside it, and the AUC per mistake kind. Training time i
 
   python benchmarks/rm_backbones.py --run runs/rm19 --pairs 3500                  # the backbone table
   python benchmarks/rm_backbones.py --run runs/rm19 --rms rm-token --pairs 1000 3500 10000 30000   # curve
+  python benchmarks/rm_backbones.py --run runs/long19 --task long-lists --max-new-tokens 96 --n 8 --prompts 200
 
 The run directory needs sft/, edits.jsonl and heldout_edits.jsonl (`fgalign pipeline` or the stages by hand).
 Writes RUN/backbones/results.json (merged over calls), a table, and RUN/backbones/*.png.
@@ -85,7 +86,8 @@ def heldout_metrics(run: Path, rm_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def best_of_n(run: Path, rm_dirs: list[Path], n: int, prompts: int, tag: str) -> dict:
+def best_of_n(run: Path, rm_dirs: list[Path], n: int, prompts: int, tag: str, task: str = "default",
+              max_new_tokens: int = 24) -> dict:
     from fgalign.eval.best_of_n import BestOfNConfig, run as run_best_of_n
     from fgalign.sampling.rollout import SamplingConfig
 
@@ -93,7 +95,8 @@ def best_of_n(run: Path, rm_dirs: list[Path], n: int, prompts: int, tag: str) ->
     if out.exists():
         return json.loads(out.read_text())
     return run_best_of_n(BestOfNConfig(policy=str(run / "sft"), rms=[str(d) for d in rm_dirs], n=n, num_prompts=prompts,
-                                       sampling=SamplingConfig(max_new_tokens=24), out=str(out), device="cpu"))
+                                       task=task, sampling=SamplingConfig(max_new_tokens=max_new_tokens),
+                                       out=str(out), device="cpu"))
 
 
 def main() -> None:
@@ -107,6 +110,8 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true", help="train the pretrained backbones under bf16 autocast (native-bf16 machines only)")
     ap.add_argument("--epochs", type=float, default=None, help="override the backbone's epochs (fewer for big N)")
     ap.add_argument("--no-best-of-n", action="store_true")
+    ap.add_argument("--task", default="default", help="best-of-n: the world the run was made on (e.g. long-lists)")
+    ap.add_argument("--max-new-tokens", type=int, default=24, help="best-of-n: longest sample (96 on long-lists)")
     ap.add_argument("--ppo-runs", type=Path, nargs="*", default=[],
                     help="pipeline run folders whose PPO results are drawn over the best-of-n curves")
     args = ap.parse_args()
@@ -125,7 +130,8 @@ def main() -> None:
         results["rms"][row["dir"]] = row
     if not args.no_best_of_n:
         tag = "_".join([*args.backbones, *args.rms, *map(str, args.pairs)])
-        results["best_of_n"][tag] = best_of_n(args.run, rm_dirs, args.n, args.prompts, tag)
+        results["best_of_n"][tag] = best_of_n(args.run, rm_dirs, args.n, args.prompts, tag, args.task,
+                                               args.max_new_tokens)
     results_path.write_text(json.dumps(results, indent=1))
     print_table(results, rows)
     if results["best_of_n"]:
