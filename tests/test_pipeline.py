@@ -47,6 +47,7 @@ def test_micro_pipeline_end_to_end(tmp_path, capsys):
     assert "| ppo-token |" in report and "winrate_vs_iteration.png" in report
     assert "Win rate–KL frontier" in report and "LC win rate" in report
     assert "Iterations to reach the baseline" in report and "| ppo-seq | " in report
+    assert "each PPO run gets, at the KL it spent" in report and "share of its gain" in report
     for png in ("winrate_vs_iteration", "winrate_vs_kl", "training_curves", "frontier", "diagnostics_ppo-token",
                 "best_of_n"):
         assert (run / "plots" / f"{png}.png").stat().st_size > 1000

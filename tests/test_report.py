@@ -1,4 +1,4 @@
-"""The report's iteration table: when each method reaches the baseline's best validation win rate."""
+"""The report's iteration table (when each method reaches the baseline's best) and optimizer table (its RM's best-of-n)."""
 from fgalign.report.summary import iterations_table
 
 
@@ -24,3 +24,37 @@ def test_iterations_table_reads_the_mean_validation_curves():
 
 def test_iterations_table_needs_the_baseline():
     assert iterations_table({"methods": {"ppo-token": _method([(2, 0.6)])}}) is None
+
+
+def _curve(*wins):  # best-of-n at n = 1, 2, 4 (KL bounds 0, 0.19, 0.64)
+    from fgalign.eval.best_of_n import kl_bound
+    return [{"n": n, "kl_bound": kl_bound(n), "win_rate": w} for n, w in zip((1, 2, 4), wins)]
+
+
+def _ppo(rm, reward, win, kl):
+    return {"seeds": {"0": {"rm": rm, "reward": reward, "kl_target": 1.0}},
+            "win_rate": {"mean": win, "std": 0.0}, "kl": {"mean": kl, "std": 0.0}}
+
+
+def test_optimizer_table_reads_each_method_against_its_own_rms_best_of_n():
+    from fgalign.eval.best_of_n import kl_bound
+    from fgalign.report.summary import best_of_n_at, optimizer_table
+
+    curves = {"oracle (task score)": _curve(0.5, 0.6, 0.8), "runs/x/rm-token (token sum)": _curve(0.5, 0.55, 0.7),
+              "runs/x/rm-token (sequence)": _curve(0.5, 0.5, 0.5), "runs/x/rm-seq (sequence)": _curve(0.5, 0.6, 0.6)}
+    assert best_of_n_at(curves["runs/x/rm-token (token sum)"], kl_bound(2)) == 0.55
+    assert best_of_n_at(curves["runs/x/rm-token (token sum)"], 5.0) == 0.7  # past n = 4: the last point
+    results = {"best_of_n": {"curves": curves},
+               "methods": {"ppo-token": _ppo("rm-token", "token", 0.6, kl_bound(4)),
+                           "ppo-seq": _ppo("rm-seq", "sequence", 0.55, kl_bound(2))}}
+    rows = {line.split(" | ")[0].strip("| "): line for line in optimizer_table(results).splitlines()
+            if line.startswith("| ppo")}
+    # token reward: ranked by the token sum (0.7 at n = 4), not the sequence score; +0.10 of +0.20, oracle +0.30
+    assert "rm-token (token sum): 0.700 | 50% | 0.800 | 33% |" in rows["ppo-token"]
+    assert "rm-seq (sequence): 0.600 | 50% | 0.600 | 50% |" in rows["ppo-seq"]
+
+
+def test_optimizer_table_needs_a_best_of_n():
+    from fgalign.report.summary import optimizer_table
+
+    assert optimizer_table({"methods": {"ppo-token": _ppo("rm-token", "token", 0.6, 0.5)}}) is None

@@ -82,6 +82,54 @@ def iterations_table(results: dict, baseline: str = "ppo-seq") -> str | None:
     return "\n".join(lines)
 
 
+def _own_curve(results: dict, method: str) -> tuple[str, list[dict]] | None:
+    """The best-of-n curve of the RM a method trained on, ranked as that method reads it: a token reward by the
+    token sum, a sequence reward by the sequence score. None when the run has no best-of-n for that RM."""
+    first = next(iter(results["methods"][method]["seeds"].values()))
+    kind = "token sum" if first["reward"].startswith("token") else "sequence"
+    for name, curve in results.get("best_of_n", {}).get("curves", {}).items():
+        if Path(name.rsplit(" (", 1)[0]).name == first["rm"] and name.endswith(f"({kind})"):
+            return f"{first['rm']} ({kind})", curve
+    return None
+
+
+def best_of_n_at(curve: list[dict], kl: float) -> float:
+    """Best-of-n win rate at a KL, linear between the curve's n (its KL bound log n − (n−1)/n); past the largest n
+    the last point stands, so a PPO that spends more KL than best-of-n's largest n is compared with that n."""
+    kls, wins = [p["kl_bound"] for p in curve], [p["win_rate"] for p in curve]
+    return float(np.interp(kl, kls, wins))
+
+
+def optimizer_table(results: dict) -> str | None:
+    """How much of its own RM's best-of-n gain over 0.5 each PPO run gets at the KL it spent (issue 19's
+    "optimizer" target): (win − 0.5) / (best-of-n(KL) − 0.5), with the oracle's best-of-n beside it. Every KL
+    target of the frontier when there is one, the main comparison otherwise; means over seeds."""
+    bon = results.get("best_of_n", {}).get("curves", {})
+    oracle = next((c for name, c in bon.items() if name.startswith("oracle")), None)
+    points = results.get("frontier") or {name: [{"kl_target": next(iter(agg["seeds"].values())).get("kl_target"),
+                                                 "win_rate": agg["win_rate"], "kl": agg["kl"]}]
+                                         for name, agg in results["methods"].items()}
+    lines = ["| method | KL target | win rate vs SFT | KL (nats) | own RM's best-of-n at that KL | share of its gain "
+             "| oracle's best-of-n at that KL | share of the oracle's gain |", "|---|---|---|---|---|---|---|---|"]
+    for name, pts in points.items():
+        own = _own_curve(results, name)
+        for p in pts:
+            win, kl = p["win_rate"]["mean"], p["kl"]["mean"]
+            if own is None or win is None or kl is None:
+                continue
+            cells = []
+            for curve in (own[1], oracle):
+                if curve is None:
+                    cells += ["–", "–"]
+                    continue
+                ceiling = best_of_n_at(curve, kl)
+                share = (win - 0.5) / (ceiling - 0.5) if ceiling > 0.5 else float("nan")
+                cells += [f"{ceiling:.3f}", f"{share:.0%}"]
+            lines.append(f"| {name} | {p['kl_target']} | {_fmt(p['win_rate'])} | {_fmt(p['kl'], 2)} | {own[0]}: "
+                         + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else None
+
+
 def plot_all(results: dict, run_dir: Path) -> list[str]:
     import matplotlib
 
@@ -311,6 +359,9 @@ def write_report(run_dir: Path, results: dict, cfgs: dict | None = None) -> Path
         plots = plots + [plot_best_of_n(results, run_dir)]
         parts += ["## Best-of-n: each reward model's ceiling (SFT samples, test prompts, oracle judge)",
                   best_of_n_table(results["best_of_n"])]
+        optimizer = optimizer_table(results)
+        if optimizer:
+            parts += ["## How much of its own RM's best-of-n each PPO run gets, at the KL it spent", optimizer]
     iterations = iterations_table(results)
     if iterations:
         parts += ["## Iterations to reach the baseline (validation prompts)", iterations]
