@@ -16,8 +16,10 @@ def test_bootstrap_and_repetition():
 
 
 def test_micro_pipeline_end_to_end(tmp_path, capsys):
-    run = tmp_path / "run"
-    assert main(["pipeline", "--config", "configs/micro.yaml", "--out", str(run)]) == 0
+    run, config = tmp_path / "run", tmp_path / "micro.yaml"
+    # a third KL target, so that the frontier's order (target by target, every method) can be checked
+    config.write_text(open("configs/micro.yaml").read().replace("kl_targets: [1.0, 2.0]", "kl_targets: [1.0, 2.0, 4.0]"))
+    assert main(["pipeline", "--config", str(config), "--out", str(run)]) == 0
     results = json.loads((run / "results.json").read_text())
     assert set(results["methods"]) == {"ppo-seq", "ppo-seq-edit", "ppo-token", "ppo-token-shaped", "ppo-token-eos"}
     for name, agg in results["methods"].items():
@@ -33,7 +35,9 @@ def test_micro_pipeline_end_to_end(tmp_path, capsys):
     curve = seed0["valid_curve"][0]
     assert {"oracle_score", "length", "truncation", "mistakes", "rm_score", "kl", "lc_win_rate"} <= set(curve)
     frontier = results["frontier"]["ppo-token"]
-    assert [p["kl_target"] for p in frontier] == [1.0, 2.0]
+    assert [p["kl_target"] for p in frontier] == [1.0, 2.0, 4.0]
+    order = list(results["stage_seconds"])  # in the order the stages ran: every method at target 2 before any at 4
+    assert order.index("ppo ppo-token-eos kl2 seed 0") < order.index("ppo ppo-seq kl4 seed 0")
     assert frontier[0]["win_rate"] == results["methods"]["ppo-token"]["win_rate"]  # the main run is reused
     assert (run / "ppo" / "ppo-token" / "kl2" / "seed0" / "summary.json").exists()
     bon = results["best_of_n"]["curves"]
