@@ -209,15 +209,13 @@ def run(cfg: PipelineConfig) -> dict:
     # The frontier: every method again at each KL target (the plan reuses the main comparison's own target).
     # Target by target, every method at one target before the next: a run cut short still holds matched pairs.
     if kl_targets:
-        at = {}
+        results["frontier"] = {name: [] for name in methods}
         for i in range(len(kl_targets)):
             for name in methods:
-                subdir = plan.frontier[name][i][1]
-                at[name, i] = results["methods"][name] if subdir == "" else seeds_of(name, subdir)
-        results["frontier"] = {name: [{"kl_target": plan.frontier[name][i][0], "win_rate": at[name, i]["win_rate"],
-                                       "lc_win_rate": at[name, i]["lc_win_rate"], "kl": at[name, i]["kl"],
-                                       "length": at[name, i]["length"]} for i in range(len(kl_targets))]
-                               for name in methods}
+                target, subdir = plan.frontier[name][i]
+                agg = results["methods"][name] if subdir == "" else seeds_of(name, subdir)
+                results["frontier"][name].append({"kl_target": target, "win_rate": agg["win_rate"], "kl": agg["kl"],
+                                                  "lc_win_rate": agg["lc_win_rate"], "length": agg["length"]})
 
     results.update(stage_seconds=stage.times, stage_peak_rss_gib=stage.peaks, total_seconds=round(time.time() - started, 1),
                    versions=library_versions(), config=raw, command=f"fgalign pipeline --config {cfg.config} --out {cfg.out}")
