@@ -42,10 +42,26 @@ def test_mistake_sensitivity_tells_which_kind_a_score_sees():
     # this score sees kind a (x scores lowest) but not kind b (y scores like a clean answer)
     scores = np.array([[1.0, -1.0, 1.0]] * 6)
     result = mistake_sensitivity(_CountingTask(), prompts, candidates, scores)
-    assert result["a"] == {"auc": 1.0, "n": 6}
-    assert result["b"] == {"auc": 0.5, "n": 6}
+    assert result["a"] == {"auc": 1.0, "n": 6, "auc_one_more": 1.0, "n_pairs": 36}
+    assert result["b"] == {"auc": 0.5, "n": 6, "auc_one_more": 0.5, "n_pairs": 36}
     few = mistake_sensitivity(_CountingTask(), prompts[:2], candidates[:2], scores[:2])
     assert few["a"]["auc"] is None  # fewer than 5 examples: no figure rather than a noisy one
+    assert few["a"]["auc_one_more"] is None and few["a"]["n_pairs"] == 4  # fewer than 25 pairs
+
+
+def test_one_more_mistake_auc_reads_answers_that_all_hold_mistakes():
+    """Long answers are never clean: compare samples that differ by one mistake of a kind and nothing else."""
+    prompts = ["p"] * 6
+    candidates = [["xy", "xxy", "xyy", "xxyy"]] * 6
+    # a second x costs 1, a second y costs nothing; "xxyy" differs from "xy" in two counts, so it pairs only
+    # with "xyy" (one more x) and "xxy" (one more y)
+    scores = np.array([[0.0, -1.0, 0.0, -1.0]] * 6)
+    result = mistake_sensitivity(_CountingTask(), prompts, candidates, scores)
+    assert result["a"]["auc"] is None and result["a"]["n"] == 0  # no clean sample
+    assert result["a"]["auc_one_more"] == 1.0 and result["a"]["n_pairs"] == 2 * 36
+    assert result["b"]["auc_one_more"] == 0.5 and result["b"]["n_pairs"] == 2 * 36
+    inverted = mistake_sensitivity(_CountingTask(), prompts, candidates, -scores)
+    assert inverted["a"]["auc_one_more"] == 0.0
 
 
 def test_best_of_n_command(tiny_policy_dir, tmp_path):

@@ -9,7 +9,8 @@ For each RM (and, when the task has a gold `score`, for the oracle ranking: the 
 reports the judge's win rate against a separate reference sample at n = 1, 2, 4, …, N. Token RMs rank by
 what PPO's `token` mode sums (Σ_t of median-centred r_t) and by their sequence score (what `ppo-token-eos`
 gets). With the task's `diagnose()`, it also reports which mistakes each RM sees: the AUC of its score between
-mistake-free samples and samples with exactly one mistake of a kind.
+mistake-free samples and samples with exactly one mistake of a kind, and between samples that differ by one
+mistake of a kind and nothing else (the only one readable where every answer has some mistake).
 """
 from __future__ import annotations
 
@@ -119,15 +120,30 @@ def best_of_n_curve(scores: np.ndarray, wins: np.ndarray, ns: list[int]) -> list
 
 
 def mistake_sensitivity(task, prompts: list[str], candidates: list[list[str]], scores: np.ndarray) -> dict:
-    """AUC of the score, mistake-free samples vs samples with exactly one mistake of each kind (None if too few)."""
+    """Per mistake kind, two AUCs of the score. "auc": mistake-free samples vs samples with exactly one mistake
+    of the kind (None if fewer than 5). "auc_one_more": every pair of samples whose mistake counts differ by one
+    mistake of the kind and match in every other kind, pooled over prompts (None if fewer than 25 pairs); the
+    first is its special case where the better sample is clean. On a world where nearly every answer holds
+    several mistakes (long lists) there are no clean samples, and only the second can be read."""
     diags = [[task.diagnose(p, c) for c in row] for p, row in zip(prompts, candidates)]
     flat = [(scores[i, j], d) for i, row in enumerate(diags) for j, d in enumerate(row)]
     clean = [s for s, d in flat if sum(d.values()) == 0]
     kinds = sorted({k for _, d in flat for k in d})
+    by_counts: dict[tuple, list[float]] = {}  # the vector of mistake counts -> the scores of samples with it
+    for s, d in flat:
+        by_counts.setdefault(tuple(d.get(k, 0) for k in kinds), []).append(s)
     result = {}
-    for kind in kinds:
+    for i, kind in enumerate(kinds):
         one = [s for s, d in flat if d[kind] == 1 and sum(d.values()) == 1]
-        result[kind] = {"auc": auc(clean, one) if len(one) >= 5 and clean else None, "n": len(one)}
+        wins, pairs = 0.0, 0
+        for counts, fewer in by_counts.items():
+            more = by_counts.get(counts[:i] + (counts[i] + 1,) + counts[i + 1:])
+            if more:
+                a, b = np.asarray(fewer)[:, None], np.asarray(more)[None, :]  # (F, 1), (1, M)
+                wins += float((a > b).sum() + 0.5 * (a == b).sum())
+                pairs += a.size * b.size
+        result[kind] = {"auc": auc(clean, one) if len(one) >= 5 and clean else None, "n": len(one),
+                        "auc_one_more": wins / pairs if pairs >= 25 else None, "n_pairs": pairs}
     return result
 
 
@@ -184,5 +200,8 @@ def format_table(result: dict) -> str:
     lines += [f"{name:<{width}}  " + "  ".join(f"{p['win_rate']:<5.3f}" for p in curve) for name, curve in curves.items()]
     for name, kinds in result.get("mistake_sensitivity", {}).items():
         seen = ", ".join(f"{k} {v['auc']:.2f}" for k, v in kinds.items() if v["auc"] is not None)
+        one_more = ", ".join(f"{k} {v['auc_one_more']:.2f}" for k, v in kinds.items()
+                             if v.get("auc_one_more") is not None)
         lines.append(f"AUC clean vs one mistake, {name}: {seen}")
+        lines.append(f"AUC one more mistake, the rest equal, {name}: {one_more}")
     return "\n".join(lines)

@@ -260,7 +260,7 @@ def plot_best_of_n(results: dict, run_dir: Path) -> str:
 
 
 def best_of_n_table(bon: dict) -> str:
-    """Win rate by n for each ranking, and which mistakes each RM sees (AUC clean vs exactly one mistake)."""
+    """Win rate by n for each ranking, and which mistakes each RM sees (the two AUCs per kind of mistake_sensitivity)."""
     curves = bon["curves"]
     ns = [p["n"] for p in next(iter(curves.values()))]
     lines = ["| ranked by | " + " | ".join(f"n = {n} (KL ≤ {p['kl_bound']:.2f})"
@@ -269,11 +269,15 @@ def best_of_n_table(bon: dict) -> str:
     lines += [f"| {name} | " + " | ".join(f"{p['win_rate']:.3f}" for p in curve) + " |" for name, curve in curves.items()]
     if bon.get("mistake_sensitivity"):
         kinds = sorted({k for v in bon["mistake_sensitivity"].values() for k in v})
-        lines += ["", "| AUC, mistake-free vs one mistake of a kind | " + " | ".join(kinds) + " |",
-                  "|---" * (len(kinds) + 1) + "|"]
-        for name, by_kind in bon["mistake_sensitivity"].items():
-            cells = [("–" if by_kind.get(k, {}).get("auc") is None else f"{by_kind[k]['auc']:.2f}") for k in kinds]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        for field, title in (("auc", "AUC, mistake-free vs one mistake of a kind"),
+                             ("auc_one_more", "AUC, one more mistake of a kind, every other count equal")):
+            rows = [(name, [by_kind.get(k, {}).get(field) for k in kinds])
+                    for name, by_kind in bon["mistake_sensitivity"].items()]
+            if field != "auc" and all(v is None for _, cells in rows for v in cells):
+                continue  # stored before this AUC existed
+            lines += ["", f"| {title} | " + " | ".join(kinds) + " |", "|---" * (len(kinds) + 1) + "|"]
+            lines += [f"| {name} | " + " | ".join("–" if v is None else f"{v:.2f}" for v in cells) + " |"
+                      for name, cells in rows]
     return "\n".join(lines)
 
 
