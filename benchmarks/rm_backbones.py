@@ -163,7 +163,8 @@ def plot(results: dict, out: Path, ppo: list[dict] | None = None) -> None:
             label = name.replace(f"{bon['policy'].rsplit('/sft', 1)[0]}/backbones/", "")
             style = dict(color="black", linewidth=2.5) if name.startswith("oracle") else {}
             ax.plot([p["kl_bound"] for p in curve], [p["win_rate"] for p in curve], marker="o", label=label, **style)
-        ax.set(xlabel="KL bound of best-of-n (nats): n = 1, 2, 4, 8, 16", ylabel="win rate vs an SFT sample",
+        ns = ", ".join(str(p["n"]) for p in next(iter(bon["curves"].values())))
+        ax.set(xlabel=f"KL bound of best-of-n (nats): n = {ns}", ylabel="win rate vs an SFT sample",
                title=tag.replace("_", " "))
         for p in ppo or []:
             ax.plot(p["kl"], p["win_rate"], marker="x", markersize=8, linestyle="none",

@@ -58,3 +58,19 @@ def test_optimizer_table_needs_a_best_of_n():
     from fgalign.report.summary import optimizer_table
 
     assert optimizer_table({"methods": {"ppo-token": _ppo("rm-token", "token", 0.6, 0.5)}}) is None
+
+
+def test_best_of_n_table_shows_only_the_aucs_it_can_read():
+    from fgalign.report.summary import best_of_n_table
+
+    curve = [{"n": 1, "kl_bound": 0.0, "win_rate": 0.5}, {"n": 2, "kl_bound": 0.19, "win_rate": 0.6}]
+    long_world = {"curves": {"oracle": curve, "rm-token (token sum)": curve}, "mistake_sensitivity": {
+        "rm-token (token sum)": {"repeat": {"auc": None, "n": 0, "auc_one_more": 0.67, "n_pairs": 2469},
+                                 "unparsable": {"auc": None, "n": 495, "auc_one_more": None, "n_pairs": 0}}}}
+    table = best_of_n_table(long_world)
+    assert "mistake-free vs one mistake" not in table  # no answer on this world is clean: nothing to show
+    assert "| rm-token (token sum) | 0.67 | – |" in table.split("every other count equal")[1]
+    default_world = {"curves": long_world["curves"], "mistake_sensitivity": {  # stored before auc_one_more existed
+        "rm-token (token sum)": {"repeat": {"auc": 0.96, "n": 40}, "unparsable": {"auc": 0.97, "n": 30}}}}
+    table = best_of_n_table(default_world)
+    assert "| rm-token (token sum) | 0.96 | 0.97 |" in table and "every other count equal" not in table

@@ -202,6 +202,6 @@ def format_table(result: dict) -> str:
         seen = ", ".join(f"{k} {v['auc']:.2f}" for k, v in kinds.items() if v["auc"] is not None)
         one_more = ", ".join(f"{k} {v['auc_one_more']:.2f}" for k, v in kinds.items()
                              if v.get("auc_one_more") is not None)
-        lines.append(f"AUC clean vs one mistake, {name}: {seen}")
-        lines.append(f"AUC one more mistake, the rest equal, {name}: {one_more}")
+        lines += [f"AUC clean vs one mistake, {name}: {seen}"] if seen else []
+        lines += [f"AUC one more mistake, the rest equal, {name}: {one_more}"] if one_more else []
     return "\n".join(lines)

@@ -273,8 +273,8 @@ def best_of_n_table(bon: dict) -> str:
                              ("auc_one_more", "AUC, one more mistake of a kind, every other count equal")):
             rows = [(name, [by_kind.get(k, {}).get(field) for k in kinds])
                     for name, by_kind in bon["mistake_sensitivity"].items()]
-            if field != "auc" and all(v is None for _, cells in rows for v in cells):
-                continue  # stored before this AUC existed
+            if all(v is None for _, cells in rows for v in cells):
+                continue  # no mistake-free samples (long answers), or stored before this AUC existed
             lines += ["", f"| {title} | " + " | ".join(kinds) + " |", "|---" * (len(kinds) + 1) + "|"]
             lines += [f"| {name} | " + " | ".join("–" if v is None else f"{v:.2f}" for v in cells) + " |"
                       for name, cells in rows]
