@@ -142,15 +142,16 @@ def ppo_points(run_dirs: list[Path]) -> list[dict]:
     """Each PPO run's test win rate and KL (the pipeline's summary.json files) to draw over the curves."""
     points = []
     for run_dir in run_dirs:
-        for path in sorted(run_dir.glob("ppo/*/seed*/summary.json")):
-            s = json.loads(path.read_text())
-            points.append({"method": s["method"], "win_rate": s["win_rate"], "kl": s["final_kl"], "rm": s["rm"]})
+        for path in sorted([*run_dir.glob("ppo/*/seed*/summary.json"), *run_dir.glob("ppo/*/kl*/seed*/summary.json")]):
+            s = json.loads(path.read_text())  # every KL target of the frontier too
+            points.append({"method": s["method"], "win_rate": s["win_rate"], "kl": s["final_kl"], "rm": s["rm"],
+                           "reward": s.get("reward", "")})
     return points
 
 
 def plot(results: dict, out: Path, ppo: list[dict] | None = None) -> None:
     """Best-of-n win rate against its KL bound, one line per ranking, one panel per best-of-n run; PPO runs'
-    test win rates at their measured KL as crosses (oracle-reward runs in black)."""
+    test win rates at their measured KL as crosses (token rewards red, sequence blue, oracle-reward runs black)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -168,7 +169,7 @@ def plot(results: dict, out: Path, ppo: list[dict] | None = None) -> None:
                title=tag.replace("_", " "))
         for p in ppo or []:
             ax.plot(p["kl"], p["win_rate"], marker="x", markersize=8, linestyle="none",
-                    color="black" if p["rm"] == "task" else "tab:red")
+                    color="black" if p["rm"] == "task" else "tab:red" if p["reward"] == "token" else "tab:blue")
             ax.annotate(p["method"].replace("ppo-", ""), (p["kl"], p["win_rate"]), fontsize=6,
                         xytext=(3, -6), textcoords="offset points")
         ax.axhline(0.5, color="gray", linewidth=0.8)
