@@ -142,8 +142,8 @@ def ppo_points(run_dirs: list[Path]) -> list[dict]:
     """Each PPO run's test win rate and KL (the pipeline's summary.json files) to draw over the curves."""
     points = []
     for run_dir in run_dirs:
-        for path in sorted([*run_dir.glob("ppo/*/seed*/summary.json"), *run_dir.glob("ppo/*/kl*/seed*/summary.json")]):
-            s = json.loads(path.read_text())  # every KL target of the frontier too
+        for path in sorted(run_dir.glob("ppo/**/seed*/summary.json")):  # every KL target of the frontier too
+            s = json.loads(path.read_text())
             points.append({"method": s["method"], "win_rate": s["win_rate"], "kl": s["final_kl"], "rm": s["rm"],
                            "reward": s.get("reward", "")})
     return points
